@@ -1,0 +1,7 @@
+"""torch-acdc: ACDC structured efficient linear layers (Moczulski et al., arXiv 1511.05946) for PyTorch."""
+from .transform import dct, idct, dct_matrix
+from .functional import acdc, acdc_reference
+from .layers import ACDC, StackedACDC
+
+__all__ = ["dct", "idct", "dct_matrix", "acdc", "acdc_reference", "ACDC", "StackedACDC"]
+__version__ = "0.1.0"

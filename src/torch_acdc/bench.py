@@ -1,0 +1,149 @@
+"""Side-by-side timing and memory of nn.Linear, ACDC, StackedACDC and the FFT floor, from one run.
+
+All figures of one row come from the same process, interleaved, so their ratios are meaningful on a noisy
+machine. Times are medians over ``repeats`` calls after warm-up. Peak memory is the largest amount of
+memory allocated (activations, gradients, temporaries) at any point of one forward+backward, measured with
+the PyTorch profiler's memory timeline (on CUDA: ``torch.cuda.max_memory_allocated``).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .layers import ACDC, StackedACDC
+
+__all__ = ["BenchRow", "median_ms", "peak_memory_mb", "bench_size", "run", "format_table"]
+
+
+@dataclass
+class BenchRow:
+    n: int
+    batch: int
+    rfft_ms: float
+    linear_fwd_ms: float
+    linear_fb_ms: float
+    acdc_fwd_ms: float
+    acdc_fb_ms: float
+    stack_fwd_ms: float
+    stack_fb_ms: float
+    linear_peak_mb: float
+    acdc_peak_mb: float
+    stack_peak_mb: float
+    stack_depth: int
+
+    @property
+    def acdc_fb_over_5rfft(self) -> float:
+        return self.acdc_fb_ms / (5 * self.rfft_ms)
+
+    @property
+    def acdc_fb_over_fwd(self) -> float:
+        return self.acdc_fb_ms / self.acdc_fwd_ms
+
+    @property
+    def linear_over_acdc_fb(self) -> float:
+        return self.linear_fb_ms / self.acdc_fb_ms
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out.update(acdc_fb_over_5rfft=self.acdc_fb_over_5rfft, acdc_fb_over_fwd=self.acdc_fb_over_fwd,
+                   linear_over_acdc_fb=self.linear_over_acdc_fb)
+        return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_ms(fn, repeats: int = 20, warmup: int = 3, device: torch.device = torch.device("cpu")) -> float:
+    """Median wall time of ``fn()`` in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def peak_memory_mb(fn, device: torch.device = torch.device("cpu")) -> float:
+    """Peak MiB allocated while ``fn()`` runs (tensors allocated before the call are not counted)."""
+    fn()  # warm-up: caches (e.g. DCT tables) are built outside the measurement
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import MemoryProfileTimeline
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                 with_stack=True) as prof:
+        fn()
+    _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline(device)
+    return max((sum(s) for s in sizes), default=0) / 2**20
+
+
+def _fwd_bwd(module: nn.Module, x: torch.Tensor):
+    def step():
+        for p in module.parameters():
+            p.grad = None
+        x.grad = None
+        module(x).sum().backward()
+    return step
+
+
+def _fwd(module: nn.Module, x: torch.Tensor):
+    def step():
+        with torch.no_grad():
+            module(x)
+    return step
+
+
+def bench_size(n: int, batch: int = 256, depth: int = 4, repeats: int = 20, device="cpu",
+               dtype=torch.float32, memory: bool = True) -> BenchRow:
+    """Time and measure the three layers and the rfft floor at one size."""
+    device = torch.device(device)
+    kw = {"device": device, "dtype": dtype}
+    x = torch.randn(batch, n, **kw, requires_grad=True)
+    models = {"linear": nn.Linear(n, n, **kw), "acdc": ACDC(n, **kw),
+              "stack": StackedACDC(n, n, depth, **kw)}
+    xd = x.detach()
+    res = {"rfft_ms": median_ms(lambda: torch.fft.rfft(xd), repeats, device=device)}
+    for name, m in models.items():
+        res[f"{name}_fwd_ms"] = median_ms(_fwd(m, x), repeats, device=device)
+        res[f"{name}_fb_ms"] = median_ms(_fwd_bwd(m, x), repeats, device=device)
+        res[f"{name}_peak_mb"] = peak_memory_mb(_fwd_bwd(m, x), device) if memory else float("nan")
+    return BenchRow(n=n, batch=batch, stack_depth=depth, **res)
+
+
+def run(sizes=(512, 1024, 2048, 4096, 8192, 16384), batch: int = 256, depth: int = 4, repeats: int = 20,
+        device="cpu", memory: bool = True, progress: bool = True) -> list[BenchRow]:
+    from tqdm import tqdm
+
+    return [bench_size(n, batch, depth, repeats, device, memory=memory)
+            for n in tqdm(sizes, desc="bench", disable=not progress)]
+
+
+def format_table(rows: list[BenchRow]) -> str:
+    """A Markdown table of the rows (times in ms, memory in MiB)."""
+    head = ("| n | B | rfft | Linear fwd | Linear f+b | ACDC fwd | ACDC f+b | Stack(d) fwd | Stack(d) f+b "
+            "| ACDC f+b / 5 rfft | ACDC f+b / fwd | Linear / ACDC f+b | peak MiB Linear / ACDC / Stack |")
+    lines = [head, "|" + "---|" * 13]
+    for r in rows:
+        lines.append(
+            f"| {r.n} | {r.batch} | {r.rfft_ms:.2f} | {r.linear_fwd_ms:.2f} | {r.linear_fb_ms:.2f} "
+            f"| {r.acdc_fwd_ms:.2f} | {r.acdc_fb_ms:.2f} | {r.stack_fwd_ms:.2f} ({r.stack_depth}) "
+            f"| {r.stack_fb_ms:.2f} | {r.acdc_fb_over_5rfft:.2f} | {r.acdc_fb_over_fwd:.2f} "
+            f"| {r.linear_over_acdc_fb:.1f}x | {r.linear_peak_mb:.1f} / {r.acdc_peak_mb:.1f} / {r.stack_peak_mb:.1f} |"
+        )
+    return "\n".join(lines)

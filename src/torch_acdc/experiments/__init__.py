@@ -1,0 +1,1 @@
+"""Reproducible experiments behind the ``acdc`` CLI; shared helpers live in :mod:`.common`."""

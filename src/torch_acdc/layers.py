@@ -1,0 +1,184 @@
+"""ACDC layers as nn.Modules: one square layer (:class:`ACDC`) and a deep SELL (:class:`StackedACDC`).
+
+Parameters per layer: diagonals ``a`` and ``d`` (and optionally a bias), O(n); compute O(n log n) per row.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from . import permutations
+from .functional import acdc, acdc_makhoul, permute
+from .transform import check_float_input, compute_dtype, makhoul_tables
+
+__all__ = ["ACDC", "StackedACDC", "INITS", "init_diagonals_"]
+
+INITS = ("paper", "identity", "uniform")
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU}
+
+
+def init_diagonals_(t: torch.Tensor, init: str) -> torch.Tensor:
+    """In-place init of an ACDC diagonal: 'paper' N(1, 0.01^2), 'identity' ones, 'uniform' U(-1, 1)."""
+    with torch.no_grad():
+        if init == "paper":
+            return t.normal_(1.0, 1e-2)
+        if init == "identity":
+            return t.fill_(1.0)
+        if init == "uniform":
+            return t.uniform_(-1.0, 1.0)
+    raise ValueError(f"unknown init {init!r}: expected one of {INITS}")
+
+
+def _check_positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_features(x: torch.Tensor, expected: int, who: str) -> None:
+    check_float_input(x, f"{who} input")
+    if x.shape[-1] != expected:
+        raise ValueError(f"{who} expected input with last dimension {expected}, got input of shape {tuple(x.shape)}")
+
+
+class ACDC(nn.Module):
+    """One ACDC layer y = C^T diag(d) C diag(a) x + bias, C the orthonormal DCT-II.
+
+    Input (..., features) -> output (..., features). 2n (+n bias) parameters, O(n log n) per row.
+    ``init``: 'paper' (diagonals ~ N(1, 1e-2^2), the default), 'identity' or 'uniform' (U(-1, 1)).
+    The bias is initialised to zero.
+    """
+
+    def __init__(self, features: int, bias: bool = True, init: str = "paper", device=None, dtype=None):
+        super().__init__()
+        _check_positive("features", features)
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}: expected one of {INITS}")
+        kw = {"device": device, "dtype": dtype}
+        self.in_features = self.out_features = features
+        self.init = init
+        self.a = nn.Parameter(torch.empty(features, **kw))
+        self.d = nn.Parameter(torch.empty(features, **kw))
+        self.bias = nn.Parameter(torch.empty(features, **kw)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init_diagonals_(self.a, self.init)
+        init_diagonals_(self.d, self.init)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_features(x, self.in_features, "ACDC")
+        return acdc(x, self.a, self.d, self.bias)
+
+    def to_dense(self) -> torch.Tensor:
+        """The effective (features x features) matrix W with forward(x) = x @ W.T + bias."""
+        eye = torch.eye(self.in_features, dtype=self.a.dtype, device=self.a.device)
+        return acdc(eye, self.a, self.d).T
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.to_dense()
+
+    def extra_repr(self) -> str:
+        return f"features={self.in_features}, bias={self.bias is not None}, init={self.init!r}"
+
+
+class StackedACDC(nn.Module):
+    """A deep SELL: ``depth`` ACDC layers with a permutation (and optional activation) between layers.
+
+    Input (..., in_features) -> output (..., out_features). Sizes: the layers act on
+    N = max(in_features, out_features); the input is zero-padded to N and the output truncated to
+    out_features (no dense matrix anywhere). Between consecutive layers: the layer's bias, then
+    ``activation`` (None, a name such as 'relu', or an nn.Module), then the permutation. Permutation kinds:
+    'random' (fixed at construction from the torch RNG), 'riffle', or None; they are registered buffers
+    (saved in state_dict). Parameters: a, d of shape (depth, N) and bias (depth, N): O(depth * N).
+    Cost O(depth * N log N) per row; the output of one layer, the shuffle and the input of the next are fused
+    into a single gather.
+    """
+
+    def __init__(self, in_features: int, out_features: int, depth: int, permutation="random", activation=None,
+                 bias: bool = True, init: str = "paper", device=None, dtype=None):
+        super().__init__()
+        _check_positive("in_features", in_features)
+        _check_positive("out_features", out_features)
+        _check_positive("depth", depth)
+        permutations.check_kind(permutation)
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}: expected one of {INITS}")
+        kw = {"device": device, "dtype": dtype}
+        self.in_features, self.out_features, self.depth = in_features, out_features, depth
+        self.features = max(in_features, out_features)
+        self.permutation, self.init = permutation, init
+        if isinstance(activation, str):
+            if activation not in _ACTIVATIONS:
+                raise ValueError(f"unknown activation {activation!r}: expected one of {sorted(_ACTIVATIONS)}")
+            activation = _ACTIVATIONS[activation]()
+        self.activation = activation
+        n = self.features
+        self.a = nn.Parameter(torch.empty(depth, n, **kw))
+        self.d = nn.Parameter(torch.empty(depth, n, **kw))
+        self.bias = nn.Parameter(torch.empty(depth, n, **kw)) if bias else None
+        perms = [permutations.make_permutation(permutation, n) for _ in range(depth - 1)]
+        self.register_buffer("perms", torch.stack(perms) if perms else torch.empty(0, n, dtype=torch.long)
+                             .to(device))
+        if device is not None:
+            self.perms = self.perms.to(device)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init_diagonals_(self.a, self.init)
+        init_diagonals_(self.d, self.init)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def _forward(self, x: torch.Tensor, use_bias: bool) -> torch.Tensor:
+        _check_features(x, self.in_features, "StackedACDC")
+        ct = compute_dtype(torch.promote_types(x.dtype, self.a.dtype))
+        n = self.features
+        t = makhoul_tables(n, ct, x.device)
+        h = x.to(ct)
+        if n > self.in_features:
+            h = F.pad(h, (0, n - self.in_features))
+        h = permute(h, t.perm, t.iperm)
+        a_p = self.a.to(ct).index_select(-1, t.perm)
+        b_p = self.bias.to(ct).index_select(-1, t.perm) if (use_bias and self.bias is not None) else None
+        d = self.d.to(ct)
+        for i in range(self.depth):
+            h = acdc_makhoul(h, a_p[i], d[i])
+            if b_p is not None:
+                h = h + b_p[i]
+            if i < self.depth - 1:
+                if self.activation is not None:
+                    h = self.activation(h)
+                if self.permutation is not None:
+                    # v_next[j] = h_P[iperm[q[perm[j]]]]: P^T, the shuffle q and P of the next layer in one gather.
+                    idx = t.iperm[self.perms[i][t.perm]]
+                    h = permute(h, idx, permutations.inverse(idx))
+        h = permute(h, t.iperm, t.perm)
+        return h[..., : self.out_features].to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(x, use_bias=True)
+
+    def to_dense(self) -> torch.Tensor:
+        """The effective (out_features x in_features) matrix W with forward(x) = x @ W.T + forward(0).
+
+        Exact for linear stacks; raises RuntimeError when the stack has an activation.
+        """
+        if self.activation is not None:
+            raise RuntimeError(
+                f"to_dense() needs a linear stack, but this StackedACDC has activation {self.activation}: "
+                "its input-output map is not a matrix"
+            )
+        eye = torch.eye(self.in_features, dtype=self.a.dtype, device=self.a.device)
+        return self._forward(eye, use_bias=False).T
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.to_dense()
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, depth={self.depth}, "
+                f"permutation={self.permutation!r}, bias={self.bias is not None}, init={self.init!r}")

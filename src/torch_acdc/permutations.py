@@ -1,0 +1,45 @@
+"""Permutations placed between stacked ACDC layers, as gather indices over the last dimension.
+
+A permutation ``q`` of length n acts as ``x[..., q]``. Kinds: ``"random"`` (uniform, drawn from the
+global torch RNG unless a generator is given), ``"riffle"`` (perfect out-shuffle: interleave the two halves,
+as in ShuffleNet), ``None`` (identity).
+"""
+from __future__ import annotations
+
+import torch
+
+KINDS = ("random", "riffle", None)
+
+__all__ = ["KINDS", "make_permutation", "riffle", "inverse", "check_kind"]
+
+
+def check_kind(kind) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown permutation {kind!r}: expected one of 'random', 'riffle' or None")
+
+
+def riffle(n: int) -> torch.Tensor:
+    """Perfect riffle shuffle of n items: out[2i] = x[i], out[2i+1] = x[ceil(n/2) + i]."""
+    idx = torch.arange(n)
+    q = torch.empty(n, dtype=torch.long)
+    half = (n + 1) // 2
+    q[0::2] = idx[:half]
+    q[1::2] = idx[half:]
+    return q
+
+
+def make_permutation(kind, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A length-n permutation (long tensor) of the given kind."""
+    check_kind(kind)
+    if kind == "random":
+        return torch.randperm(n, generator=generator)
+    if kind == "riffle":
+        return riffle(n)
+    return torch.arange(n)
+
+
+def inverse(q: torch.Tensor) -> torch.Tensor:
+    """The inverse permutation: x[..., q][..., inverse(q)] == x."""
+    inv = torch.empty_like(q)
+    inv[q] = torch.arange(q.numel(), device=q.device)
+    return inv
