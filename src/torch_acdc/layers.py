@@ -49,6 +49,8 @@ class ACDC(nn.Module):
     The bias is initialised to zero.
     """
 
+    acdc_diagonals = {"a": "A", "d": "D"}  # for torch_acdc.recipe.param_groups
+
     def __init__(self, features: int, bias: bool = True, init: str = "paper", device=None, dtype=None):
         super().__init__()
         _check_positive("features", features)
@@ -97,6 +99,8 @@ class StackedACDC(nn.Module):
     Cost O(depth * N log N) per row; the output of one layer, the shuffle and the input of the next are fused
     into a single gather.
     """
+
+    acdc_diagonals = {"a": "A", "d": "D"}  # for torch_acdc.recipe.param_groups
 
     def __init__(self, in_features: int, out_features: int, depth: int, permutation="random", activation=None,
                  bias: bool = True, init: str = "paper", device=None, dtype=None):
