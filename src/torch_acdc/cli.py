@@ -11,6 +11,7 @@ import sys
 
 COMMANDS = {
     "bench": "torch_acdc.bench_cli",
+    "charlm": "torch_acdc.experiments.charlm",
 }
 
 

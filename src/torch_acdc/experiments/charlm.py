@@ -1,0 +1,459 @@
+"""Character-level LSTM language model (truncated BPTT): dense nn.LSTM vs ACDCLSTM, validation bits per char.
+
+Model: embedding -> LSTM (``--model dense``: nn.LSTM, ``--model acdc``: torch_acdc.recurrent.ACDCLSTM) ->
+linear decoder. ``--batch`` parallel streams read the training text ``--bptt`` characters per step, each
+carrying its (h, c) across steps (detached); validation bits per character are measured on the last
+``--val-fraction`` of the text. Writes results.json and curves.png (train and validation BPC vs step) into the
+run folder and prints a summary table; ``--sample N`` prints N generated characters (seeded).
+
+Resumable: a checkpoint (model, optimizer, RNG, stream offsets and carried state) is written atomically every
+``--checkpoint-every`` steps; ``--resume`` continues from the newest readable one. Distributed: run the same
+command under ``torchrun --nproc_per_node=N`` (DDP; ``--batch`` streams are split over the processes).
+``--compare`` trains dense and ACDC at equal hidden size and at equal parameter count, one sub-folder each.
+Without ``--data`` the text is Python's own documentation (pydoc_data.topics), so nothing is downloaded.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ..recipe import param_groups
+from ..training import CheckpointError, DistContext, StreamBatches, TrainState, CheckpointManager, distributed
+from .common import format_table, make_run_dir, new_figure, save_figure, seed_everything, write_json
+
+__all__ = ["CharLM", "CharLMConfig", "Corpus", "load_corpus", "count_parameters", "hidden_for_params",
+           "evaluate_bpc", "sample_text", "train_charlm", "compare_charlm"]
+
+BUILTIN_CORPUS = "builtin:pydoc-topics"
+MODELS = ("dense", "acdc")
+LN2 = math.log(2.0)
+
+
+# ----------------------------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class Corpus:
+    """A text split into train/validation token tensors (LongTensor (n,)) over the sorted character set."""
+
+    vocab: str
+    train: torch.Tensor
+    val: torch.Tensor
+    sha256: str
+
+    def encode(self, text: str) -> torch.Tensor:
+        index = {c: i for i, c in enumerate(self.vocab)}
+        missing = sorted(set(text) - set(index))
+        if missing:
+            raise ValueError(f"characters {missing!r} are not in the corpus vocabulary")
+        return torch.tensor([index[c] for c in text], dtype=torch.long)
+
+
+def read_text(data: str | None) -> str:
+    """The UTF-8 text of file ``data``, or Python's bundled documentation text when ``data`` is None."""
+    if data is None or data == BUILTIN_CORPUS:
+        from pydoc_data.topics import topics
+
+        return "\n\n".join(topics[key] for key in sorted(topics))
+    try:
+        return Path(data).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--data {data} is not UTF-8 text ({e})") from None
+    except OSError as e:
+        raise ValueError(f"--data {data} cannot be read ({e.strerror or e})") from None
+
+
+def load_corpus(data: str | None, val_fraction: float, max_chars: int | None = None) -> Corpus:
+    """Read, truncate to ``max_chars``, and split off the last ``val_fraction`` of the text for validation."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    text = read_text(data)
+    if max_chars is not None:
+        text = text[:max_chars]
+    vocab = "".join(sorted(set(text)))
+    index = {c: i for i, c in enumerate(vocab)}
+    tokens = torch.tensor([index[c] for c in text], dtype=torch.long)
+    cut = int(round(len(tokens) * (1 - val_fraction)))
+    return Corpus(vocab, tokens[:cut], tokens[cut:], hashlib.sha256(text.encode()).hexdigest())
+
+
+# ---------------------------------------------------------------------------------------------- model
+class CharLM(nn.Module):
+    """Embedding (vocab_size -> embed_dim) -> LSTM (hidden_size, num_layers) -> Linear (-> vocab_size).
+
+    ``kind``: 'dense' (nn.LSTM) or 'acdc' (ACDCLSTM with ``depth`` ACDC layers per gate transform).
+    ``forward(tokens, state=None) -> (logits, state)``: tokens LongTensor (B, T), logits (B, T, vocab_size),
+    state ``(h, c)`` each (num_layers, B, hidden_size). Cost per character O(H^2) dense, O(H log H) ACDC,
+    plus O(H * vocab_size) for the decoder.
+    """
+
+    def __init__(self, vocab_size: int, hidden_size: int, embed_dim: int = 64, num_layers: int = 1,
+                 kind: str = "dense", depth: int = 2, permutation="random", dropout: float = 0.0,
+                 device=None, dtype=None):
+        super().__init__()
+        if kind not in MODELS:
+            raise ValueError(f"unknown model kind {kind!r}: expected one of {MODELS}")
+        kw = {"device": device, "dtype": dtype}
+        self.kind = kind
+        self.embed = nn.Embedding(vocab_size, embed_dim, **kw)
+        if kind == "dense":
+            self.rnn = nn.LSTM(embed_dim, hidden_size, num_layers, batch_first=True, dropout=dropout, **kw)
+        else:
+            from ..recurrent import ACDCLSTM
+
+            self.rnn = ACDCLSTM(embed_dim, hidden_size, num_layers, batch_first=True, dropout=dropout,
+                                depth=depth, permutation=permutation, **kw)
+        self.decoder = nn.Linear(hidden_size, vocab_size, **kw)
+
+    def forward(self, tokens: torch.Tensor, state=None):
+        output, state = self.rnn(self.embed(tokens), state)
+        return self.decoder(output), state
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}"
+
+
+def _model_kwargs(cfg: "CharLMConfig", vocab_size: int, hidden: int | None = None, kind: str | None = None):
+    return {"vocab_size": vocab_size, "hidden_size": hidden or cfg.hidden, "embed_dim": cfg.embed,
+            "num_layers": cfg.layers, "kind": kind or cfg.model, "depth": cfg.depth,
+            "permutation": cfg.permutation, "dropout": cfg.dropout}
+
+
+def count_parameters(**model_kwargs) -> tuple[int, int]:
+    """(total, recurrent) parameter counts of ``CharLM(**model_kwargs)``, built on the meta device (no memory)."""
+    with torch.device("meta"):
+        model = CharLM(**model_kwargs)
+    return sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.rnn.parameters())
+
+
+def hidden_for_params(budget: int, **model_kwargs) -> int:
+    """The hidden size whose CharLM total parameter count is closest to ``budget`` (counts grow with H)."""
+    def total(h: int) -> int:
+        return count_parameters(**{**model_kwargs, "hidden_size": h})[0]
+
+    hi = 1
+    while total(hi) < budget:
+        hi *= 2
+    lo = max(1, hi // 2)
+    while lo < hi:  # smallest h with total(h) >= budget
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if total(mid) < budget else (lo, mid)
+    return lo if lo == 1 or total(lo) - budget <= budget - total(lo - 1) else lo - 1
+
+
+# ------------------------------------------------------------------------------------ evaluation, sampling
+@torch.no_grad()
+def evaluate_bpc(model: nn.Module, batches: StreamBatches, ctx: DistContext) -> float:
+    """Mean cross-entropy in bits per character over every chunk of ``batches`` (epoch 0), all ranks pooled."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=ctx.device)  # (sum of nats, number of characters)
+    state = None
+    for step in range(batches.chunks_per_epoch):
+        chunk = batches.batch(step)
+        logits, state = model(chunk.inputs.to(ctx.device), state)
+        targets = chunk.targets.to(ctx.device)
+        total[0] += F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum").double()
+        total[1] += targets.numel()
+    model.train(was_training)
+    nats, count = ctx.all_reduce_sum(total).tolist()
+    return nats / count / LN2
+
+
+@torch.no_grad()
+def sample_text(model: nn.Module, corpus: Corpus, length: int, prime: str = "\n", temperature: float = 0.8,
+                seed: int = 0) -> str:
+    """``length`` characters drawn one at a time after feeding ``prime`` (seeded; model left in eval mode)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    device = next(model.parameters()).device
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    logits, state = model(corpus.encode(prime)[None].to(device))
+    out = []
+    for _ in range(length):
+        probs = torch.softmax(logits[0, -1].float().cpu() / temperature, dim=-1)
+        nxt = int(torch.multinomial(probs, 1, generator=generator))
+        out.append(corpus.vocab[nxt])
+        logits, state = model(torch.tensor([[nxt]], device=device), state)
+    return "".join(out)
+
+
+# ------------------------------------------------------------------------------------------- training
+@dataclass
+class CharLMConfig:
+    """One training run. Fields in :data:`RESUME_MUST_MATCH` must be unchanged by ``--resume``."""
+
+    data: str = BUILTIN_CORPUS
+    max_chars: int | None = None
+    val_fraction: float = 0.1
+    model: str = "dense"
+    hidden: int = 128
+    embed: int = 32
+    layers: int = 1
+    depth: int = 2
+    permutation: str | None = "random"
+    dropout: float = 0.0
+    batch: int = 32
+    bptt: int = 64
+    steps: int = 1500
+    lr: float = 2e-3
+    lr_mult: float | None = None
+    weight_decay: float = 0.0
+    clip: float = 1.0
+    seed: int = 0
+    val_every: int = 100
+    checkpoint_every: int = 100
+    keep: int = 2
+    sample: int = 0
+    temperature: float = 0.8
+
+
+RESUME_MUST_MATCH = ("data", "max_chars", "val_fraction", "model", "hidden", "embed", "layers", "depth",
+                     "permutation", "dropout", "batch", "bptt", "lr", "lr_mult", "weight_decay", "clip", "seed")
+
+
+def _check_resumable(saved: dict, cfg: CharLMConfig, corpus: Corpus, path) -> None:
+    diff = [f"{k}: checkpoint {saved['config'].get(k)!r}, now {getattr(cfg, k)!r}" for k in RESUME_MUST_MATCH
+            if saved["config"].get(k) != getattr(cfg, k)]
+    if saved["text_sha256"] != corpus.sha256:
+        diff.append("the training text differs")
+    if diff:
+        raise CheckpointError(path, "was written by a different run configuration (" + "; ".join(diff) + ")")
+
+
+def _state_shard(state, ctx: DistContext, local_streams: int, device):
+    """This rank's streams (dim 1) of a gathered (h, c) state; None stays None."""
+    if state is None:
+        return None
+    rows = slice(ctx.rank * local_streams, (ctx.rank + 1) * local_streams)
+    return tuple(s[:, rows].to(device) for s in state)
+
+
+def train_charlm(cfg: CharLMConfig, run_dir: str | Path, ctx: DistContext | None = None, resume: bool = False,
+                 progress: bool = True, label: str = "charlm") -> dict:
+    """Train one model as configured; checkpoints in ``run_dir/checkpoints``. Returns the results dict
+    (identical on every rank); rank 0 also writes ``run_dir/results.json`` and ``run_dir/curves.png``."""
+    ctx = ctx or DistContext()
+    run_dir = Path(run_dir)
+    corpus = load_corpus(cfg.data, cfg.val_fraction, cfg.max_chars)
+    train = StreamBatches(corpus.train, cfg.batch, cfg.bptt, cfg.seed, ctx.rank, ctx.world_size)
+    val = StreamBatches(corpus.val, cfg.batch, cfg.bptt, cfg.seed, ctx.rank, ctx.world_size, shuffle=False)
+
+    seed_everything(cfg.seed)  # the same initial model on every rank
+    model = CharLM(**_model_kwargs(cfg, len(corpus.vocab)), device=ctx.device)
+    seed_everything(cfg.seed + ctx.rank)  # per-rank streams for dropout
+    net = ctx.wrap(model)
+    mult = None if cfg.lr_mult is None else {"A": cfg.lr_mult, "D": cfg.lr_mult}
+    optimizer = torch.optim.Adam(param_groups(model, cfg.lr, cfg.weight_decay, mult), lr=cfg.lr)
+    state = TrainState(CheckpointManager(run_dir / "checkpoints", keep=cfg.keep), ctx,
+                       model=model, optimizer=optimizer)
+
+    history = {"step": [], "train_bpc": [], "val_step": [], "val_bpc": []}
+    start, hidden, train_seconds, resumed_from = 0, None, 0.0, None
+    if resume and (r := state.resume()) is not None:
+        _check_resumable(r.extra, cfg, corpus, r.path)
+        if not torch.equal(r.data["offsets"], train.offsets(r.step)):
+            raise CheckpointError(r.path, "its stream offsets do not match this run's data order")
+        start, resumed_from = r.step, r.step
+        history, train_seconds = r.extra["history"], r.extra["train_seconds"]
+        hidden = _state_shard(r.data["hidden"], ctx, train.local_streams, ctx.device)
+
+    def checkpoint(step: int) -> None:
+        gathered = None if hidden is None else tuple(ctx.all_gather_cat(s, dim=1).cpu() for s in hidden)
+        state.save(step, data={"offsets": train.offsets(step), "hidden": gathered},
+                   extra={"config": dataclasses.asdict(cfg), "text_sha256": corpus.sha256, "history": history,
+                          "train_seconds": train_seconds})
+
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=label, unit="step",
+               disable=not (progress and ctx.is_main), dynamic_ncols=True)
+    for step in bar:
+        tic = time.perf_counter()
+        chunk = train.batch(step)
+        if chunk.first:
+            hidden = None
+        net.train()
+        logits, hidden = net(chunk.inputs.to(ctx.device), hidden)
+        loss = F.cross_entropy(logits.flatten(0, 1), chunk.targets.flatten().to(ctx.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        optimizer.step()
+        hidden = tuple(s.detach() for s in hidden)
+        train_seconds += time.perf_counter() - tic
+        done = step + 1
+        history["step"].append(done)
+        history["train_bpc"].append(ctx.all_reduce_sum(loss.detach()).item() / ctx.world_size / LN2)
+        if done % cfg.val_every == 0 or done == cfg.steps:
+            history["val_step"].append(done)
+            history["val_bpc"].append(evaluate_bpc(model, val, ctx))
+            bar.set_postfix(train=f"{history['train_bpc'][-1]:.3f}", val=f"{history['val_bpc'][-1]:.3f}")
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            checkpoint(done)
+    bar.close()
+
+    total, recurrent = count_parameters(**_model_kwargs(cfg, len(corpus.vocab)))
+    results = {
+        "label": label, "config": dataclasses.asdict(cfg), "world_size": ctx.world_size,
+        "parameters": total, "recurrent_parameters": recurrent, "vocab_size": len(corpus.vocab),
+        "train_chars": len(corpus.train), "val_chars": len(corpus.val), "history": history,
+        "final_val_bpc": history["val_bpc"][-1] if history["val_bpc"] else None,
+        "best_val_bpc": min(history["val_bpc"]) if history["val_bpc"] else None,
+        "train_seconds": train_seconds, "resumed_from_step": resumed_from,
+        "chars_per_second": cfg.steps * cfg.batch * cfg.bptt / train_seconds if train_seconds else None,
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+    }
+    if ctx.is_main:
+        if cfg.sample:
+            prime = "\n" if "\n" in corpus.vocab else corpus.vocab[0]
+            results["sample"] = sample_text(model, corpus, cfg.sample, prime, cfg.temperature, cfg.seed)
+        write_json(run_dir / "results.json", results)
+        plot_curves([results], run_dir / "curves.png")
+    return results
+
+
+# -------------------------------------------------------------------------------------- comparison
+def compare_configs(cfg: CharLMConfig, vocab_size: int) -> list[tuple[str, str, CharLMConfig]]:
+    """(label, comparison, config): dense and ACDC at ``cfg.hidden``, then each re-sized to the other's
+    total parameter count."""
+    dense, acdc = dataclasses.replace(cfg, model="dense"), dataclasses.replace(cfg, model="acdc")
+    n_dense = count_parameters(**_model_kwargs(dense, vocab_size))[0]
+    n_acdc = count_parameters(**_model_kwargs(acdc, vocab_size))[0]
+    acdc_big = dataclasses.replace(acdc, hidden=hidden_for_params(n_dense, **_model_kwargs(acdc, vocab_size)))
+    dense_small = dataclasses.replace(dense, hidden=hidden_for_params(n_acdc, **_model_kwargs(dense, vocab_size)))
+    runs = [("equal hidden", dense), ("equal hidden", acdc), (f"params of dense-h{cfg.hidden}", acdc_big),
+            (f"params of acdc-h{cfg.hidden}", dense_small)]
+    return [(f"{c.model}-h{c.hidden}", why, c) for why, c in runs]
+
+
+def compare_charlm(cfg: CharLMConfig, out: Path, ctx: DistContext, resume: bool, progress: bool) -> list[dict]:
+    """Train every configuration of :func:`compare_configs` into ``out/<label>``; one results row each."""
+    corpus = load_corpus(cfg.data, cfg.val_fraction, cfg.max_chars)
+    rows = []
+    for label, why, run_cfg in compare_configs(cfg, len(corpus.vocab)):
+        result = train_charlm(run_cfg, out / label, ctx, resume, progress, label)
+        rows.append({**result, "comparison": why})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------- reporting
+def plot_curves(results: list[dict], path: Path) -> Path:
+    """Training BPC (moving average) and validation BPC against step, one line per run."""
+    fig, (ax_train, ax_val) = new_figure(ncols=2, figsize=(11, 4))
+    for r in results:
+        h = r["history"]
+        window = max(1, len(h["train_bpc"]) // 50)
+        smooth = torch.tensor(h["train_bpc"]).unfold(0, window, 1).mean(1) if h["train_bpc"] else torch.zeros(0)
+        ax_train.plot(h["step"][window - 1:], smooth.tolist(), label=r["label"])
+        ax_val.plot(h["val_step"], h["val_bpc"], marker="o", ms=3, label=r["label"])
+    ax_train.set(xlabel="step", ylabel="train bits/char (moving avg)", title="training")
+    ax_val.set(xlabel="step", ylabel="validation bits/char", title="validation")
+    for ax in (ax_train, ax_val):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return save_figure(fig, path)
+
+
+def summary_rows(results: list[dict]) -> list[dict]:
+    return [{"run": r["label"], "comparison": r.get("comparison", ""), "model": r["config"]["model"],
+             "hidden": r["config"]["hidden"], "params": r["parameters"], "LSTM params": r["recurrent_parameters"],
+             "steps": r["config"]["steps"], "val BPC": r["final_val_bpc"], "best val BPC": r["best_val_bpc"],
+             "chars/s": round(r["chars_per_second"]) if r["chars_per_second"] else ""} for r in results]
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+FULL = {"hidden": 128, "embed": 32, "batch": 32, "bptt": 64, "steps": 1500, "val_every": 100,
+        "checkpoint_every": 100, "max_chars": None, "sample": 300}
+FAST = {"hidden": 32, "embed": 16, "batch": 8, "bptt": 32, "steps": 40, "val_every": 20,
+        "checkpoint_every": 20, "max_chars": 30000, "sample": 80}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = CharLMConfig()
+    p.add_argument("--data", default=None, help="UTF-8 text file (default: Python's bundled pydoc topics text)")
+    p.add_argument("--max-chars", type=int, default=None, help="use only the first N characters")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="held-out tail of the text")
+    p.add_argument("--model", choices=MODELS, default=d.model)
+    p.add_argument("--hidden", type=int, default=None, help=f"LSTM hidden size (default {FULL['hidden']})")
+    p.add_argument("--params", type=int, default=None,
+                   help="pick the hidden size whose total parameter count is closest to N (overrides --hidden)")
+    p.add_argument("--embed", type=int, default=None, help=f"embedding size (default {FULL['embed']})")
+    p.add_argument("--layers", type=int, default=d.layers)
+    p.add_argument("--depth", type=int, default=d.depth, help="ACDC layers per gate transform (--model acdc)")
+    p.add_argument("--permutation", default=d.permutation, type=lambda s: None if s == "none" else s,
+                   help="between ACDC layers: random | riffle | none")
+    p.add_argument("--dropout", type=float, default=d.dropout, help="between LSTM layers")
+    p.add_argument("--batch", type=int, default=None,
+                   help=f"parallel streams, global over all processes (default {FULL['batch']})")
+    p.add_argument("--bptt", type=int, default=None, help=f"characters per step (default {FULL['bptt']})")
+    p.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default {FULL['steps']})")
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    p.add_argument("--lr-mult", type=float, default=None,
+                   help="lr multiplier for ACDC diagonals A and D (default: the paper's x24 / x12; 1 disables)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="not applied to ACDC diagonals")
+    p.add_argument("--clip", type=float, default=d.clip, help="gradient-norm clip (0: none)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--val-every", type=int, default=None, help=f"steps (default {FULL['val_every']})")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help=f"steps (default {FULL['checkpoint_every']})")
+    p.add_argument("--keep", type=int, default=d.keep, help="checkpoints kept (>= 2 keeps the previous good one)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest readable checkpoint in --out")
+    p.add_argument("--sample", type=int, default=None, help=f"characters to generate at the end "
+                                                            f"(default {FULL['sample']})")
+    p.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature")
+    p.add_argument("--compare", action="store_true",
+                   help="train dense and acdc at equal hidden size and at equal parameter count")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (under torchrun: cuda:LOCAL_RANK)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--fast", action="store_true", help="tiny model and text for smoke tests")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--out", default=None, help="run folder (default runs/charlm-<time>)")
+
+
+def config_from_args(args: argparse.Namespace) -> CharLMConfig:
+    """Explicit flags win; otherwise the --fast or full-mode defaults."""
+    preset = FAST if args.fast else FULL
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(CharLMConfig) if hasattr(args, f.name)}
+    values = {k: (preset[k] if v is None and k in preset else v) for k, v in values.items()}
+    values["data"] = args.data or BUILTIN_CORPUS
+    return CharLMConfig(**values)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = config_from_args(args)
+    with distributed(args.device) as ctx:
+        out = make_run_dir(args.out, "charlm") if ctx.is_main else None
+        out = Path(ctx.broadcast_object(str(out) if out else None))
+        progress = not args.no_progress
+        if args.compare:
+            if args.params:
+                raise SystemExit("--compare sizes the models itself; drop --params")
+            results = compare_charlm(cfg, out, ctx, args.resume, progress)
+        else:
+            if args.params:
+                vocab = len(load_corpus(cfg.data, cfg.val_fraction, cfg.max_chars).vocab)
+                cfg = dataclasses.replace(cfg, hidden=hidden_for_params(args.params, **_model_kwargs(cfg, vocab)))
+            results = [train_charlm(cfg, out, ctx, args.resume, progress, f"{cfg.model}-h{cfg.hidden}")]
+        if ctx.is_main:
+            if args.compare:
+                write_json(out / "results.json", {"runs": results})
+                plot_curves(results, out / "curves.png")
+            for r in results:
+                if r.get("sample"):
+                    print(f"--- sample from {r['label']} (temperature {cfg.temperature}) ---\n{r['sample']}\n---")
+            print(f"{ctx.world_size} process(es), torch {torch.__version__}, {torch.get_num_threads()} threads, "
+                  f"text {cfg.data}: {results[0]['train_chars']} train / {results[0]['val_chars']} val chars")
+            print(format_table(summary_rows(results)))
+            print(f"results: {out / 'results.json'}")
+    return 0

@@ -1,0 +1,108 @@
+"""Everything a run needs to continue bit for bit, saved and restored as one checkpoint.
+
+A :class:`TrainState` bundles named components with ``state_dict()``/``load_state_dict()`` (model, optimizer,
+scheduler, ...) with a :class:`CheckpointManager` and a :class:`DistContext`. ``save`` adds every rank's RNG
+state and caller-supplied ``data`` (the data-loader position, e.g. stream offsets and carried recurrent state)
+and ``extra`` (history, config); ``resume`` puts it all back and tells the caller where to continue.
+
+Checkpoint layout (a dict, loadable with ``torch_acdc.training.load_checkpoint``)::
+
+    {"format": 1, "step": int, "world_size": int,
+     "components": {name: state_dict}, "rng": [capture_rng_state() of rank r for r in range(world_size)],
+     "data": dict | None, "extra": dict | None}
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import CheckpointError, CheckpointManager, load_checkpoint
+from .distributed import DistContext, unwrap
+from .rng import capture_rng_state, restore_rng_state
+
+__all__ = ["TrainState", "Resumed", "FORMAT"]
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """Where a resumed run continues: ``step`` optimizer steps are done; ``data``/``extra`` as saved."""
+
+    step: int
+    path: Path
+    data: dict | None
+    extra: dict | None
+
+
+class TrainState:
+    """Model, optimizer, RNG and data position as one resumable unit.
+
+    ``components``: keyword objects with ``state_dict``/``load_state_dict``; a DistributedDataParallel model
+    is unwrapped, so checkpoints do not depend on the number of processes. Both :meth:`save` and
+    :meth:`resume` are collective: every rank calls them at the same point. Rank 0 alone writes files.
+    """
+
+    def __init__(self, checkpoints: CheckpointManager, ctx: DistContext | None = None, **components):
+        if not components:
+            raise ValueError("TrainState needs at least one component, e.g. model=..., optimizer=...")
+        for name, obj in components.items():
+            if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
+                raise TypeError(f"component {name!r} must have state_dict() and load_state_dict(), "
+                                f"got {type(obj).__name__}")
+        self.checkpoints, self.ctx = checkpoints, ctx or DistContext()
+        self.components = {name: unwrap(obj) for name, obj in components.items()}
+
+    def save(self, step: int, data: dict | None = None, extra: dict | None = None) -> Path | None:
+        """Checkpoint after ``step`` optimizer steps. ``data`` and ``extra`` must be rank 0's view of the whole
+        job (gather per-rank pieces first, e.g. with ``ctx.all_gather_cat``). Returns the path on rank 0."""
+        rng = self.ctx.all_gather_object(capture_rng_state())
+        path = None
+        if self.ctx.is_main:
+            path = self.checkpoints.save(step, {
+                "format": FORMAT, "step": step, "world_size": self.ctx.world_size,
+                "components": {name: obj.state_dict() for name, obj in self.components.items()},
+                "rng": rng, "data": data, "extra": extra})
+        self.ctx.barrier()
+        return path
+
+    def resume(self) -> Resumed | None:
+        """Restore the newest readable checkpoint into the components and RNGs; None if there is none.
+
+        Rank 0 picks the checkpoint (unreadable newer files are warned about and renamed ``*.corrupt``) and
+        tells the other ranks which file to read. Raises :class:`CheckpointError` on every rank if checkpoint
+        files exist but none is readable, or if the chosen one lacks a component or does not fit it.
+        """
+        state, choice = None, (None, None)  # (path to load, (path, reason) of the failure)
+        if self.ctx.is_main:
+            try:
+                latest = self.checkpoints.load_latest(map_location="cpu", quarantine=True)
+                if latest is not None:
+                    state, choice = latest.state, (str(latest.path), None)
+            except CheckpointError as e:
+                choice = (None, (str(e.path), e.reason))
+        path, error = self.ctx.broadcast_object(choice)
+        if error is not None:
+            raise CheckpointError(*error)
+        if path is None:
+            return None
+        path = Path(path)
+        if state is None:
+            state = load_checkpoint(path, map_location="cpu")
+        if state.get("format") != FORMAT:
+            raise CheckpointError(path, f"format {state.get('format')!r}, this version reads {FORMAT}")
+        for name, obj in self.components.items():
+            if name not in state["components"]:
+                raise CheckpointError(path, f"has no {name!r} state (it has {sorted(state['components'])})")
+            try:
+                obj.load_state_dict(state["components"][name])
+            except (RuntimeError, ValueError, KeyError) as e:
+                raise CheckpointError(path, f"does not fit this run's {name}: {e}") from e
+        rng = state["rng"]
+        if len(rng) != self.ctx.world_size:
+            warnings.warn(f"checkpoint {path} was written by {len(rng)} process(es), resuming with "
+                          f"{self.ctx.world_size}: every rank restores rank 0's RNG state, so random draws "
+                          "(e.g. dropout) differ from an uninterrupted run", stacklevel=2)
+        restore_rng_state(rng[self.ctx.rank] if len(rng) == self.ctx.world_size else rng[0])
+        return Resumed(state["step"], path, state["data"], state["extra"])
