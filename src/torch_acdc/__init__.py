@@ -1,6 +1,7 @@
 """torch-acdc: ACDC structured efficient linear layers (Moczulski et al., arXiv 1511.05946) for PyTorch."""
 from .transform import dct, idct, dct_matrix
 from .functional import acdc, acdc_reference
+from . import compile_ops  # registers the torch_acdc:: custom ops used under torch.compile
 from .layers import ACDC, StackedACDC
 
 __all__ = ["dct", "idct", "dct_matrix", "acdc", "acdc_reference", "ACDC", "StackedACDC"]

@@ -27,7 +27,9 @@ from .transform import (
     compute_dtype,
     dct_matrix,
     inverse_spectrum,
+    makhoul_permutation,
     makhoul_tables,
+    scale_,
     spectrum,
 )
 
@@ -39,33 +41,69 @@ def packed_diagonal(d: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
     return d.index_select(-1, t.pack).reshape(*d.shape[:-1], t.bins, 2) * t.pack_sign.abs()
 
 
-def middle(v: torch.Tensor, dp: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
-    """M^-1 D M in Makhoul order: (..., n) -> (..., n). 1 rfft + 1 irfft + 3 elementwise passes."""
-    z = torch.view_as_real(spectrum(v, t)) * dp
-    return inverse_spectrum(torch.view_as_complex(z), t)
+def middle_from_spectrum(z: torch.Tensor, d: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
+    """M^-1 diag(d) applied to a packed spectrum z = M u (a temporary: overwritten). (..., h) -> (..., n)."""
+    zr = scale_(torch.view_as_real(z), packed_diagonal(d, t))
+    return inverse_spectrum(torch.view_as_complex(zr), t, overwrite=True)
+
+
+def middle(v: torch.Tensor, d: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
+    """M^-1 diag(d) M in Makhoul order: (..., n) -> (..., n). 1 rfft + 1 irfft + 3 elementwise passes
+    applied in place: the only allocations are the two FFT outputs."""
+    return middle_from_spectrum(spectrum(v, t), d, t)
 
 
 def _sum_leading(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(-1, *x.shape[-1:]).sum(0) if x.dim() > 1 else x
+    return x.reshape(-1, x.shape[-1]).sum(0)
 
 
-def _diag_grad(v_scaled: torch.Tensor, zeta: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
-    """grad_d[k] = s_k^2 * sum_batch (M u)[k] (M g)[k], from the packed spectra of u and g. -> (n,)."""
-    z = spectrum(v_scaled, t)
+def diag_grad_from_spectra(z: torch.Tensor, zeta: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
+    """s_k^2 * sum_batch (M u)[k] (M g)[k] from the packed spectra z = M u, zeta = M g: the gradient of
+    <g, M^-1 diag(d) M u> with respect to d. (..., h) x2 -> (n,)."""
     prod = torch.view_as_real(z) * torch.view_as_real(zeta)
     prod = prod.reshape(-1, t.bins * 2).sum(0)
     return prod.index_select(-1, t.unpack) * t.scale.square()
 
 
+def acdc_makhoul_math(v: torch.Tensor, a_p: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """y_P = M^-1 diag(d) M (a_P * v), all in Makhoul order. v (..., n); a_p, d (n,). 2 FFTs."""
+    t = makhoul_tables(v.shape[-1], v.dtype, v.device)
+    return middle(v * a_p, d, t)
+
+
+def acdc_makhoul_grads(grad_y, v, a_p, d, needs=(True, True, True)):
+    """Gradients of y_P = M^-1 D M (a_P * v) w.r.t. (v, a_P, d) (None where ``needs`` is False). 3 FFTs.
+
+    zeta = M grad_y is shared: grad_d = s^2 sum_batch (M a_P v)(zeta) (1 rfft recomputes M a_P v), and since
+    the middle is symmetric, g = M^-1 D zeta gives grad_v = a_P * g and grad_a_P = sum_batch v * g.
+    Written with differentiable torch ops (double backward works); no division anywhere.
+    """
+    t = makhoul_tables(v.shape[-1], v.dtype, v.device)
+    grad_v = grad_a = grad_d = None
+    zeta = spectrum(grad_y, t)
+    if needs[2]:
+        grad_d = diag_grad_from_spectra(spectrum(v * a_p, t), zeta, t)
+    if needs[0] or needs[1]:
+        g = middle_from_spectrum(zeta, d, t)
+        if needs[0]:
+            grad_v = g * a_p
+        if needs[1]:
+            grad_a = _sum_leading(g * v)
+    return grad_v, grad_a, grad_d
+
+
 class _ACDCMakhoul(torch.autograd.Function):
-    """y_P = M^-1 D M (a_P * v) with v, a_P, y_P in Makhoul order. Inputs v (..., n), a_P (n,), d (n,)."""
+    """y_P = M^-1 D M (a_P * v) with v, a_P, y_P in Makhoul order. Inputs v (..., n), a_P (n,), d (n,).
+
+    Saves (v, a_P, d) only. Backward: :func:`acdc_makhoul_grads` (differentiable again, so double
+    backward works); forward mode: the product rule on the bilinear map; vmap: generated.
+    """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(v, a_p, d):
-        t = makhoul_tables(v.shape[-1], v.dtype, v.device)
-        return middle(v * a_p, packed_diagonal(d, t), t)
+        return acdc_makhoul_math(v, a_p, d)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -75,21 +113,7 @@ class _ACDCMakhoul(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         v, a_p, d = ctx.saved_tensors
-        t = makhoul_tables(v.shape[-1], v.dtype, v.device)
-        zeta = spectrum(grad_y, t)
-        grad_v = grad_a = grad_d = None
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            dz = torch.view_as_complex(torch.view_as_real(zeta) * packed_diagonal(d, t))
-            g = inverse_spectrum(dz, t)
-            del dz
-            if ctx.needs_input_grad[0]:
-                grad_v = g * a_p
-            if ctx.needs_input_grad[1]:
-                grad_a = _sum_leading(g * v)
-            del g
-        if ctx.needs_input_grad[2]:
-            grad_d = _diag_grad(v * a_p, zeta, t)
-        return grad_v, grad_a, grad_d
+        return acdc_makhoul_grads(grad_y, v, a_p, d, ctx.needs_input_grad)
 
     @staticmethod
     def jvp(ctx, dv, da, dd):
@@ -100,13 +124,10 @@ class _ACDCMakhoul(torch.autograd.Function):
             du = dv * a_p
         if da is not None:
             du = v * da if du is None else du + v * da
-        out = None
-        if du is not None:
-            out = middle(du, packed_diagonal(d, t), t)
+        out = middle(du, d, t) if du is not None else torch.zeros_like(v)
         if dd is not None:
-            term = middle(v * a_p, packed_diagonal(dd, t), t)
-            out = term if out is None else out + term
-        return out if out is not None else torch.zeros_like(v)
+            out = out + middle(v * a_p, dd, t)
+        return out
 
 
 class _Permute(torch.autograd.Function):
@@ -137,11 +158,19 @@ class _Permute(torch.autograd.Function):
 
 def permute(x: torch.Tensor, idx: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
     """Gather the last dimension: ``x[..., idx]``; ``inv`` must be the inverse permutation of ``idx``."""
+    if torch.compiler.is_compiling():
+        return x.index_select(-1, idx)  # the compiler derives (and fuses) the backward itself
     return _Permute.apply(x, idx, inv)
 
 
 def acdc_makhoul(v: torch.Tensor, a_p: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """The ACDC middle on inputs already in Makhoul order (for fused stacks). (..., n) -> (..., n)."""
+    """The ACDC middle on inputs already in Makhoul order (for fused stacks). (..., n) -> (..., n).
+
+    Eager: the autograd Function. Under torch.compile: the ``torch_acdc::acdc_makhoul`` custom op
+    (:mod:`torch_acdc.compile_ops`), opaque to the compiler, with the same backward formula.
+    """
+    if torch.compiler.is_compiling():
+        return torch.ops.torch_acdc.acdc_makhoul(v, a_p, d)
     return _ACDCMakhoul.apply(v, a_p, d)
 
 
@@ -173,9 +202,9 @@ def acdc(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor, bias: torch.Tensor |
     a and d for backward. Differentiable in reverse mode (also twice), forward mode and under vmap.
     """
     ct = check_acdc_args(x, a, d, bias)
-    t = makhoul_tables(x.shape[-1], ct, x.device)
-    v = permute(x.to(ct), t.perm, t.iperm)
-    y = permute(acdc_makhoul(v, a.to(ct).index_select(-1, t.perm), d.to(ct)), t.iperm, t.perm)
+    perm, iperm = makhoul_permutation(x.shape[-1], x.device)
+    v = permute(x.to(ct), perm, iperm)
+    y = permute(acdc_makhoul(v, a.to(ct).index_select(-1, perm), d.to(ct)), iperm, perm)
     if bias is not None:
         y = y + bias.to(ct)
     return y.to(x.dtype)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["dct", "idct", "dct_matrix", "makhoul_tables", "MakhoulTables", "check_float_input"]
+__all__ = ["dct", "idct", "dct_matrix", "makhoul_tables", "makhoul_permutation", "MakhoulTables", "check_float_input"]
 
 
 @dataclass(frozen=True)
@@ -52,15 +52,32 @@ class MakhoulTables:
         return self.n // 2 + 1
 
 
+def _makhoul_permutation(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = torch.arange(n, device=device)
+    perm = torch.cat([idx[0::2], idx[1::2].flip(0)])
+    return perm, torch.empty_like(perm).scatter_(0, perm, idx)
+
+
+_cached_permutation = functools.lru_cache(maxsize=256)(_makhoul_permutation)
+
+
+def makhoul_permutation(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(perm, iperm): Makhoul's reorder of length n (evens, then odds reversed) and its inverse.
+
+    Cached per (n, device); under torch.compile it is traced (a few O(n) integer ops the compiler folds).
+    """
+    if torch.compiler.is_compiling():
+        return _makhoul_permutation(n, device)
+    return _cached_permutation(n, torch.device(device))
+
+
 @functools.lru_cache(maxsize=256)
 def makhoul_tables(n: int, dtype: torch.dtype, device: torch.device) -> MakhoulTables:
     """Build (once per (n, dtype, device)) the tables of :class:`MakhoulTables`. ``dtype`` is real."""
     if n < 1:
         raise ValueError(f"DCT length must be >= 1, got {n}")
     idx = torch.arange(n)
-    perm = torch.cat([idx[0::2], idx[1::2].flip(0)])
-    iperm = torch.empty_like(perm)
-    iperm[perm] = idx
+    perm, iperm = _makhoul_permutation(n, "cpu")
     h = n // 2 + 1
     k = torch.arange(h, dtype=torch.float64)
     twiddle = torch.polar(torch.ones_like(k), -math.pi * k / (2 * n))
@@ -114,18 +131,33 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 # ---- packed spectrum <-> real coefficients (the unnormalised DCT-II M and its inverse) ----
 
+def scale_(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """x * s, written into the temporary ``x`` when no autograd graph or vmap wrapper can observe it.
+
+    Every elementwise pass on a fresh (B, n) tensor costs a new allocation, and on CPU fresh memory means
+    page faults that cost more than the multiply itself; callers use this only on temporaries they own.
+    """
+    if torch.is_grad_enabled() or torch._C._functorch.is_functorch_wrapped_tensor(x) \
+            or torch._C._functorch.is_functorch_wrapped_tensor(s):
+        return x * s
+    return x.mul_(s)
+
+
 def spectrum(v: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
     """z = w * rfft(v): the packed unnormalised DCT-II of ``u`` where ``v = u[perm]``. (..., n) -> (..., h)."""
     if v.numel() == 0:  # MKL rejects empty FFTs; an empty batch has an empty spectrum
         return v.new_zeros(*v.shape[:-1], t.bins, dtype=t.twiddle.dtype)
-    return torch.fft.rfft(v) * t.twiddle
+    return scale_(torch.fft.rfft(v), t.twiddle)
 
 
-def inverse_spectrum(z: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
-    """irfft(conj(w) * z): inverse of :func:`spectrum` (result in Makhoul order). (..., h) -> (..., n)."""
+def inverse_spectrum(z: torch.Tensor, t: MakhoulTables, overwrite: bool = False) -> torch.Tensor:
+    """irfft(conj(w) * z): inverse of :func:`spectrum` (result in Makhoul order). (..., h) -> (..., n).
+
+    ``overwrite=True`` lets it reuse ``z`` (a temporary of the caller) as scratch space.
+    """
     if z.numel() == 0:
         return torch.zeros(*z.shape[:-1], t.n, dtype=t.scale.dtype, device=z.device)
-    return torch.fft.irfft(z * t.untwiddle, t.n)
+    return torch.fft.irfft(scale_(z, t.untwiddle) if overwrite else z * t.untwiddle, t.n)
 
 
 def unpack(z: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
@@ -142,12 +174,12 @@ def pack(x: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
 
 def _dct_forward(x: torch.Tensor) -> torch.Tensor:
     t = tables_for(x)
-    return unpack(spectrum(x.index_select(-1, t.perm), t), t) * t.scale
+    return scale_(unpack(spectrum(x.index_select(-1, t.perm), t), t), t.scale)
 
 
 def _idct_forward(y: torch.Tensor) -> torch.Tensor:
     t = tables_for(y)
-    return inverse_spectrum(pack(y * t.inv_scale, t), t).index_select(-1, t.iperm)
+    return inverse_spectrum(pack(y * t.inv_scale, t), t, overwrite=True).index_select(-1, t.iperm)
 
 
 class _DCT(torch.autograd.Function):
