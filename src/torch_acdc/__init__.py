@@ -3,6 +3,8 @@ from .transform import dct, idct, dct_matrix
 from .functional import acdc, acdc_reference
 from . import compile_ops  # registers the torch_acdc:: custom ops used under torch.compile
 from .layers import ACDC, StackedACDC
+from .afdf import afdf, afdf_reference, AFDF, StackedAFDF
 
-__all__ = ["dct", "idct", "dct_matrix", "acdc", "acdc_reference", "ACDC", "StackedACDC"]
+__all__ = ["dct", "idct", "dct_matrix", "acdc", "acdc_reference", "ACDC", "StackedACDC",
+           "afdf", "afdf_reference", "AFDF", "StackedAFDF"]
 __version__ = "0.1.0"

@@ -4,6 +4,8 @@ Parameters per layer: diagonals ``a`` and ``d`` (and optionally a bias), O(n); c
 """
 from __future__ import annotations
 
+import abc
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -12,7 +14,7 @@ from . import permutations
 from .functional import acdc, acdc_makhoul, permute
 from .transform import check_float_input, compute_dtype, makhoul_tables
 
-__all__ = ["ACDC", "StackedACDC", "INITS", "init_diagonals_"]
+__all__ = ["ACDC", "StackedACDC", "DiagonalLayer", "DiagonalStack", "INITS", "init_diagonals_"]
 
 INITS = ("paper", "identity", "uniform")
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU}
@@ -41,15 +43,23 @@ def _check_features(x: torch.Tensor, expected: int, who: str) -> None:
         raise ValueError(f"{who} expected input with last dimension {expected}, got input of shape {tuple(x.shape)}")
 
 
-class ACDC(nn.Module):
-    """One ACDC layer y = C^T diag(d) C diag(a) x + bias, C the orthonormal DCT-II.
+class DiagonalLayer(nn.Module, abc.ABC):
+    """Base of the square one-layer SELLs (:class:`ACDC`, :class:`torch_acdc.afdf.AFDF`).
 
-    Input (..., features) -> output (..., features). 2n (+n bias) parameters, O(n log n) per row.
-    ``init``: 'paper' (diagonals ~ N(1, 1e-2^2), the default), 'identity' or 'uniform' (U(-1, 1)).
-    The bias is initialised to zero.
+    Subclasses set ``diagonal_shape`` (trailing shape of one diagonal entry: ``()`` real, ``(2,)`` a complex
+    number as a real pair), ``init_diagonal_`` (in-place init of one diagonal tensor) and ``operator``
+    (``fn(x, a, d, bias) -> y``). Parameters ``a``, ``d`` of shape (features, *diagonal_shape), ``bias``
+    (features,) initialised to zero.
     """
 
     acdc_diagonals = {"a": "A", "d": "D"}  # for torch_acdc.recipe.param_groups
+    diagonal_shape: tuple = ()
+    init_diagonal_ = staticmethod(init_diagonals_)
+
+    @staticmethod
+    @abc.abstractmethod
+    def operator(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """The layer as a function: (..., features) -> (..., features)."""
 
     def __init__(self, features: int, bias: bool = True, init: str = "paper", device=None, dtype=None):
         super().__init__()
@@ -59,25 +69,25 @@ class ACDC(nn.Module):
         kw = {"device": device, "dtype": dtype}
         self.in_features = self.out_features = features
         self.init = init
-        self.a = nn.Parameter(torch.empty(features, **kw))
-        self.d = nn.Parameter(torch.empty(features, **kw))
+        self.a = nn.Parameter(torch.empty(features, *self.diagonal_shape, **kw))
+        self.d = nn.Parameter(torch.empty(features, *self.diagonal_shape, **kw))
         self.bias = nn.Parameter(torch.empty(features, **kw)) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init_diagonals_(self.a, self.init)
-        init_diagonals_(self.d, self.init)
+        self.init_diagonal_(self.a, self.init)
+        self.init_diagonal_(self.d, self.init)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_features(x, self.in_features, "ACDC")
-        return acdc(x, self.a, self.d, self.bias)
+        _check_features(x, self.in_features, type(self).__name__)
+        return self.operator(x, self.a, self.d, self.bias)
 
     def to_dense(self) -> torch.Tensor:
-        """The effective (features x features) matrix W with forward(x) = x @ W.T + bias."""
+        """The effective (features x features) real matrix W with forward(x) = x @ W.T + bias."""
         eye = torch.eye(self.in_features, dtype=self.a.dtype, device=self.a.device)
-        return acdc(eye, self.a, self.d).T
+        return self.operator(eye, self.a, self.d, None).T
 
     @property
     def weight(self) -> torch.Tensor:
@@ -87,20 +97,32 @@ class ACDC(nn.Module):
         return f"features={self.in_features}, bias={self.bias is not None}, init={self.init!r}"
 
 
-class StackedACDC(nn.Module):
-    """A deep SELL: ``depth`` ACDC layers with a permutation (and optional activation) between layers.
+class ACDC(DiagonalLayer):
+    """One ACDC layer y = C^T diag(d) C diag(a) x + bias, C the orthonormal DCT-II.
 
-    Input (..., in_features) -> output (..., out_features). Sizes: the layers act on
-    N = max(in_features, out_features); the input is zero-padded to N and the output truncated to
-    out_features (no dense matrix anywhere). Between consecutive layers: the layer's bias, then
-    ``activation`` (None, a name such as 'relu', or an nn.Module), then the permutation. Permutation kinds:
-    'random' (fixed at construction from the torch RNG), 'riffle', or None; they are registered buffers
-    (saved in state_dict). Parameters: a, d of shape (depth, N) and bias (depth, N): O(depth * N).
-    Cost O(depth * N log N) per row; the output of one layer, the shuffle and the input of the next are fused
-    into a single gather.
+    Input (..., features) -> output (..., features). 2n (+n bias) parameters, O(n log n) per row.
+    ``init``: 'paper' (diagonals ~ N(1, 1e-2^2), the default), 'identity' or 'uniform' (U(-1, 1)).
+    The bias is initialised to zero.
+    """
+
+    operator = staticmethod(acdc)
+
+
+class DiagonalStack(nn.Module, abc.ABC):
+    """Base of the deep SELLs (:class:`StackedACDC`, :class:`torch_acdc.afdf.StackedAFDF`).
+
+    Owns everything but the layer itself: argument checks, zero-padding to N = max(in, out) and truncation,
+    the parameters a, d (depth, N, *diagonal_shape) and bias (depth, N), the permutation buffer, bias /
+    activation / shuffle between layers, ``to_dense`` and ``extra_repr``. Subclasses set ``diagonal_shape``,
+    ``init_diagonal_``, ``layer(h, a_i, d_i)`` (one bias-free layer acting on the working order) and
+    optionally ``working_order(n, dtype, device) -> (perm, iperm)``: the order the layers act in (None =
+    natural order). Inputs are gathered into that order once; P^T of one layer, the shuffle and P of the
+    next are fused into a single gather.
     """
 
     acdc_diagonals = {"a": "A", "d": "D"}  # for torch_acdc.recipe.param_groups
+    diagonal_shape: tuple = ()
+    init_diagonal_ = staticmethod(init_diagonals_)
 
     def __init__(self, in_features: int, out_features: int, depth: int, permutation="random", activation=None,
                  bias: bool = True, init: str = "paper", device=None, dtype=None):
@@ -121,8 +143,8 @@ class StackedACDC(nn.Module):
             activation = _ACTIVATIONS[activation]()
         self.activation = activation
         n = self.features
-        self.a = nn.Parameter(torch.empty(depth, n, **kw))
-        self.d = nn.Parameter(torch.empty(depth, n, **kw))
+        self.a = nn.Parameter(torch.empty(depth, n, *self.diagonal_shape, **kw))
+        self.d = nn.Parameter(torch.empty(depth, n, *self.diagonal_shape, **kw))
         self.bias = nn.Parameter(torch.empty(depth, n, **kw)) if bias else None
         perms = [permutations.make_permutation(permutation, n) for _ in range(depth - 1)]
         self.register_buffer("perms", torch.stack(perms) if perms else torch.empty(0, n, dtype=torch.long)
@@ -132,35 +154,48 @@ class StackedACDC(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init_diagonals_(self.a, self.init)
-        init_diagonals_(self.d, self.init)
+        self.init_diagonal_(self.a, self.init)
+        self.init_diagonal_(self.d, self.init)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
+    def working_order(self, n: int, dtype: torch.dtype, device: torch.device):
+        """(perm, iperm) of the order the layers act in, or None for the natural order."""
+        return None
+
+    @abc.abstractmethod
+    def layer(self, h: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """One bias-free layer on ``h`` (..., N) in the working order; a, d are one layer's diagonals."""
+
     def _forward(self, x: torch.Tensor, use_bias: bool) -> torch.Tensor:
-        _check_features(x, self.in_features, "StackedACDC")
+        _check_features(x, self.in_features, type(self).__name__)
         ct = compute_dtype(torch.promote_types(x.dtype, self.a.dtype))
         n = self.features
-        t = makhoul_tables(n, ct, x.device)
         h = x.to(ct)
         if n > self.in_features:
             h = F.pad(h, (0, n - self.in_features))
-        h = permute(h, t.perm, t.iperm)
-        a_p = self.a.to(ct).index_select(-1, t.perm)
-        b_p = self.bias.to(ct).index_select(-1, t.perm) if (use_bias and self.bias is not None) else None
+        a = self.a.to(ct)
+        b = self.bias.to(ct) if (use_bias and self.bias is not None) else None
+        order = self.working_order(n, ct, x.device)
+        if order is not None:
+            perm, iperm = order
+            h = permute(h, perm, iperm)
+            a = a.index_select(1, perm)
+            b = b.index_select(1, perm) if b is not None else None
         d = self.d.to(ct)
         for i in range(self.depth):
-            h = acdc_makhoul(h, a_p[i], d[i])
-            if b_p is not None:
-                h = h + b_p[i]
+            h = self.layer(h, a[i], d[i])
+            if b is not None:
+                h = h + b[i]
             if i < self.depth - 1:
                 if self.activation is not None:
                     h = self.activation(h)
                 if self.permutation is not None:
                     # v_next[j] = h_P[iperm[q[perm[j]]]]: P^T, the shuffle q and P of the next layer in one gather.
-                    idx = t.iperm[self.perms[i][t.perm]]
+                    idx = self.perms[i] if order is None else order[1][self.perms[i][order[0]]]
                     h = permute(h, idx, permutations.inverse(idx))
-        h = permute(h, t.iperm, t.perm)
+        if order is not None:
+            h = permute(h, order[1], order[0])
         return h[..., : self.out_features].to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -173,8 +208,8 @@ class StackedACDC(nn.Module):
         """
         if self.activation is not None:
             raise RuntimeError(
-                f"to_dense() needs a linear stack, but this StackedACDC has activation {self.activation}: "
-                "its input-output map is not a matrix"
+                f"to_dense() needs a linear stack, but this {type(self).__name__} has activation "
+                f"{self.activation}: its input-output map is not a matrix"
             )
         eye = torch.eye(self.in_features, dtype=self.a.dtype, device=self.a.device)
         return self._forward(eye, use_bias=False).T
@@ -186,3 +221,24 @@ class StackedACDC(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, depth={self.depth}, "
                 f"permutation={self.permutation!r}, bias={self.bias is not None}, init={self.init!r}")
+
+
+class StackedACDC(DiagonalStack):
+    """A deep SELL: ``depth`` ACDC layers with a permutation (and optional activation) between layers.
+
+    Input (..., in_features) -> output (..., out_features). Sizes: the layers act on
+    N = max(in_features, out_features); the input is zero-padded to N and the output truncated to
+    out_features (no dense matrix anywhere). Between consecutive layers: the layer's bias, then
+    ``activation`` (None, a name such as 'relu', or an nn.Module), then the permutation. Permutation kinds:
+    'random' (fixed at construction from the torch RNG), 'riffle', or None; they are registered buffers
+    (saved in state_dict). Parameters: a, d of shape (depth, N) and bias (depth, N): O(depth * N).
+    Cost O(depth * N log N) per row; the layers act in Makhoul order, so the output of one layer, the
+    shuffle and the input of the next are fused into a single gather.
+    """
+
+    def working_order(self, n: int, dtype: torch.dtype, device: torch.device):
+        t = makhoul_tables(n, dtype, device)
+        return t.perm, t.iperm
+
+    def layer(self, h: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        return acdc_makhoul(h, a, d)
