@@ -161,7 +161,8 @@ def evaluate_bpc(model: nn.Module, batches: StreamBatches, ctx: DistContext) -> 
         chunk = batches.batch(step)
         logits, state = model(chunk.inputs.to(ctx.device), state)
         targets = chunk.targets.to(ctx.device)
-        total[0] += F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum").double()
+        logits = logits.flatten(0, 1).to(torch.promote_types(logits.dtype, torch.float32))
+        total[0] += F.cross_entropy(logits, targets.flatten(), reduction="sum").double()
         total[1] += targets.numel()
     model.train(was_training)
     nats, count = ctx.all_reduce_sum(total).tolist()
@@ -261,6 +262,8 @@ def train_charlm(cfg: CharLMConfig, run_dir: str | Path, ctx: DistContext | None
     start, hidden, train_seconds, resumed_from = 0, None, 0.0, None
     if resume and (r := state.resume()) is not None:
         _check_resumable(r.extra, cfg, corpus, r.path)
+        if r.step > cfg.steps:
+            raise ValueError(f"--steps {cfg.steps} is before the checkpoint's step {r.step} ({r.path})")
         if not torch.equal(r.data["offsets"], train.offsets(r.step)):
             raise CheckpointError(r.path, "its stream offsets do not match this run's data order")
         start, resumed_from = r.step, r.step
