@@ -1,0 +1,185 @@
+"""LSTMs whose gate transforms are ACDC stacks: :class:`ACDCLSTMCell` (one step) and :class:`ACDCLSTM` (layer).
+
+Structure (per layer, as in the Torch char-rnn ACDC port): the dense ``W_ih x + W_hh h`` of an LSTM is replaced
+by two *linear* ACDC stacks (the ReLU + permutation stacks of the paper did not train well in recurrence),
+
+    gates = ih(x) + hh(h),   ih = StackedACDC(input_size, 4H, depth, bias=bias),
+                             hh = StackedACDC(H, 4H, depth, bias=False),
+    i, f, g, o = gates.chunk(4)      (nn.LSTM's gate order)
+    c' = sigmoid(f) * c + sigmoid(i) * tanh(g),   h' = sigmoid(o) * tanh(c').
+
+A stack from k to 4H features zero-pads its input to N = max(k, 4H) (no dense matrix anywhere). Only ``hh`` is
+inside the time loop: :class:`ACDCLSTM` applies ``ih`` to a whole sequence at once.
+
+Parameters per layer with input size I (``b = 1`` with bias, else 0; each ACDC layer has diagonals a, d):
+
+    depth * (2 + b) * max(I, 4H)  +  depth * 2 * 4H      = 20 * depth * H when I <= 4H and bias=True
+
+against 4H * (I + H) + 8H for nn.LSTM. Cost per step and row: O(depth * H log H) against O(H * (I + H)).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import StackedACDC, _check_positive
+
+__all__ = ["ACDCLSTMCell", "ACDCLSTM", "acdc_lstm_parameter_count"]
+
+State = tuple[torch.Tensor, torch.Tensor]
+
+
+def acdc_lstm_parameter_count(input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                              depth: int = 2) -> int:
+    """Number of parameters of ``ACDCLSTM(input_size, hidden_size, num_layers, bias, depth=depth)``."""
+    total = 0
+    for layer in range(num_layers):
+        k = input_size if layer == 0 else hidden_size
+        total += depth * (2 + int(bias)) * max(k, 4 * hidden_size) + depth * 2 * 4 * hidden_size
+    return total
+
+
+def _check_state_shape(t: torch.Tensor, expected: tuple[int, ...], which: str) -> None:
+    if tuple(t.shape) != expected:
+        raise RuntimeError(f"Expected {which} size {expected}, got {tuple(t.shape)}")
+
+
+class ACDCLSTMCell(nn.Module):
+    """One LSTM step with ACDC gate transforms (see the module docstring for the maths and parameter count).
+
+    ``forward(x, state=None) -> (h, c)``: x (B, input_size) or unbatched (input_size,); state ``(h, c)``
+    each (B, hidden_size) (or (hidden_size,)), zeros when None. Same contract as ``nn.LSTMCell`` except that
+    it returns the tuple ``(h, c)`` (like ``nn.LSTMCell``). ``init`` is the diagonal init of the stacks.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, depth: int = 2,
+                 permutation="random", device=None, dtype=None, init: str = "paper"):
+        super().__init__()
+        _check_positive("input_size", input_size)
+        _check_positive("hidden_size", hidden_size)
+        kw = {"depth": depth, "permutation": permutation, "init": init, "device": device, "dtype": dtype}
+        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        self.depth, self.permutation, self.init = depth, permutation, init
+        self.ih = StackedACDC(input_size, 4 * hidden_size, bias=bias, **kw)
+        self.hh = StackedACDC(hidden_size, 4 * hidden_size, bias=False, **kw)
+
+    def reset_parameters(self) -> None:
+        self.ih.reset_parameters()
+        self.hh.reset_parameters()
+
+    def step(self, x_gates: torch.Tensor, state: State | None) -> State:
+        """One step from precomputed input gates ``ih(x)`` (B, 4H) and a state (or None) -> (h, c)."""
+        if state is None:  # hh(0) = 0: the stack has no bias
+            gates = x_gates
+            c = None
+        else:
+            h, c = state
+            gates = x_gates + self.hh(h)
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c_new = torch.sigmoid(i) * torch.tanh(g)
+        if c is not None:
+            c_new = c_new + torch.sigmoid(f) * c
+        return torch.sigmoid(o) * torch.tanh(c_new), c_new
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> State:
+        if x.dim() not in (1, 2):
+            raise RuntimeError(f"ACDCLSTMCell: Expected input to be 1D or 2D, got {x.dim()}D instead")
+        if x.shape[-1] != self.input_size:
+            raise RuntimeError(f"input has inconsistent input_size: got {x.shape[-1]} expected {self.input_size}")
+        unbatched = x.dim() == 1
+        if unbatched:
+            x = x.unsqueeze(0)
+            state = None if state is None else (state[0].unsqueeze(0), state[1].unsqueeze(0))
+        if state is not None:
+            expected = (x.shape[0], self.hidden_size)
+            _check_state_shape(state[0], expected, "hidden[0]")
+            _check_state_shape(state[1], expected, "hidden[1]")
+        h, c = self.step(self.ih(x), state)
+        return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, bias={self.bias}, depth={self.depth}, "
+                f"permutation={self.permutation!r}, init={self.init!r}")
+
+
+class ACDCLSTM(nn.Module):
+    """Multi-layer LSTM with ACDC gate transforms; a drop-in for ``nn.LSTM`` (unidirectional, no projections).
+
+    ``forward(x, state=None) -> (output, (h_n, c_n))``: x (T, B, input_size), or (B, T, input_size) when
+    ``batch_first``, or unbatched (T, input_size); state ``(h_0, c_0)`` each (num_layers, B, hidden_size)
+    (or (num_layers, hidden_size) unbatched), zeros when None. output (T, B, H) (or (B, T, H)): the top layer's
+    h at every step; h_n, c_n the last step's state of every layer. ``dropout`` is applied to the outputs of
+    every layer but the last, in training mode only. Each layer's input transform runs once over the whole
+    sequence; the loop over time only applies the hidden transform. Parameters: see
+    :func:`acdc_lstm_parameter_count`.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, depth: int = 2, permutation="random",
+                 device=None, dtype=None, init: str = "paper"):
+        super().__init__()
+        _check_positive("num_layers", num_layers)
+        if not (isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0 <= dropout <= 1):
+            raise ValueError(f"dropout should be a number in range [0, 1], got {dropout!r}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
+        self.depth, self.permutation, self.init = depth, permutation, init
+        self.cells = nn.ModuleList(
+            ACDCLSTMCell(input_size if layer == 0 else hidden_size, hidden_size, bias=bias, depth=depth,
+                         permutation=permutation, device=device, dtype=dtype, init=init)
+            for layer in range(num_layers)
+        )
+
+    def reset_parameters(self) -> None:
+        for cell in self.cells:
+            cell.reset_parameters()
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() not in (2, 3):
+            raise RuntimeError(f"ACDCLSTM: Expected input to be 2D or 3D, got {x.dim()}D instead")
+        if x.shape[-1] != self.input_size:
+            raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                               f"got {x.shape[-1]}")
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        self._check_input(x)
+        unbatched = x.dim() == 2
+        if unbatched:
+            x = x.unsqueeze(1)
+            state = None if state is None else (state[0].unsqueeze(1), state[1].unsqueeze(1))
+        elif self.batch_first:
+            x = x.transpose(0, 1)
+        steps, batch = x.shape[0], x.shape[1]
+        if state is not None:
+            expected = (self.num_layers, batch, self.hidden_size)
+            _check_state_shape(state[0], expected, "hidden[0]")
+            _check_state_shape(state[1], expected, "hidden[1]")
+        h_n, c_n = [], []
+        layer_input = x
+        for layer, cell in enumerate(self.cells):
+            if layer > 0 and self.dropout > 0 and self.training:
+                layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
+            x_gates = cell.ih(layer_input)  # (T, B, 4H): the whole sequence in one call
+            s = None if state is None else (state[0][layer], state[1][layer])
+            outputs = []
+            for t in range(steps):
+                s = cell.step(x_gates[t], s)
+                outputs.append(s[0])
+            if s is None:  # empty sequence: the state passes through unchanged (zeros if none was given)
+                zeros = x.new_zeros(batch, self.hidden_size)
+                s = (zeros, zeros)
+            h_n.append(s[0])
+            c_n.append(s[1])
+            layer_input = torch.stack(outputs) if outputs else x.new_zeros(0, batch, self.hidden_size)
+        output, h_n, c_n = layer_input, torch.stack(h_n), torch.stack(c_n)
+        if unbatched:
+            return output.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
+        return (output.transpose(0, 1) if self.batch_first else output), (h_n, c_n)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, bias={self.bias}"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        return s + f", depth={self.depth}, permutation={self.permutation!r}, init={self.init!r}"
