@@ -197,24 +197,24 @@ class CharLMConfig:
     max_chars: int | None = None
     val_fraction: float = 0.1
     model: str = "dense"
-    hidden: int = 128
+    hidden: int = 64
     embed: int = 32
     layers: int = 1
     depth: int = 2
     permutation: str | None = "random"
     dropout: float = 0.0
-    batch: int = 32
-    bptt: int = 64
-    steps: int = 1500
+    batch: int = 64
+    bptt: int = 32
+    steps: int = 600
     lr: float = 2e-3
     lr_mult: float | None = None
     weight_decay: float = 0.0
     clip: float = 1.0
     seed: int = 0
-    val_every: int = 100
-    checkpoint_every: int = 100
+    val_every: int = 50
+    checkpoint_every: int = 50
     keep: int = 2
-    sample: int = 0
+    sample: int = 300
     temperature: float = 0.8
 
 
@@ -231,12 +231,43 @@ def _check_resumable(saved: dict, cfg: CharLMConfig, corpus: Corpus, path) -> No
         raise CheckpointError(path, "was written by a different run configuration (" + "; ".join(diff) + ")")
 
 
-def _state_shard(state, ctx: DistContext, local_streams: int, device):
+def _state_shard(state, ctx: DistContext, local_streams: int):
     """This rank's streams (dim 1) of a gathered (h, c) state; None stays None."""
     if state is None:
         return None
     rows = slice(ctx.rank * local_streams, (ctx.rank + 1) * local_streams)
-    return tuple(s[:, rows].to(device) for s in state)
+    return tuple(s[:, rows].to(ctx.device) for s in state)
+
+
+@dataclass
+class _Progress:
+    """What a run accumulates and a checkpoint must carry besides model and optimizer."""
+
+    step: int = 0
+    hidden: tuple | None = None  # this rank's carried (h, c)
+    history: dict = dataclasses.field(
+        default_factory=lambda: {"step": [], "train_bpc": [], "val_step": [], "val_bpc": []})
+    train_seconds: float = 0.0
+    resumed_from: int | None = None
+
+
+def _resume(state: TrainState, cfg: CharLMConfig, corpus: Corpus, train: StreamBatches, ctx: DistContext,
+            label: str) -> _Progress:
+    """Restore the newest checkpoint (if any) after checking it belongs to this configuration."""
+    r = state.resume()
+    if r is None:
+        if ctx.is_main:
+            print(f"{label}: no checkpoint in {state.checkpoints.directory}, starting at step 0")
+        return _Progress()
+    _check_resumable(r.extra, cfg, corpus, r.path)
+    if r.step > cfg.steps:
+        raise ValueError(f"--steps {cfg.steps} is before the checkpoint's step {r.step} ({r.path})")
+    if not torch.equal(r.data["offsets"], train.offsets(r.step)):
+        raise CheckpointError(r.path, "its stream offsets do not match this run's data order")
+    if ctx.is_main:
+        print(f"{label}: resuming after step {r.step} from {r.path}")
+    return _Progress(r.step, _state_shard(r.data["hidden"], ctx, train.local_streams), r.extra["history"],
+                     r.extra["train_seconds"], r.step)
 
 
 def train_charlm(cfg: CharLMConfig, run_dir: str | Path, ctx: DistContext | None = None, resume: bool = False,
@@ -257,51 +288,39 @@ def train_charlm(cfg: CharLMConfig, run_dir: str | Path, ctx: DistContext | None
     optimizer = torch.optim.Adam(param_groups(model, cfg.lr, cfg.weight_decay, mult), lr=cfg.lr)
     state = TrainState(CheckpointManager(run_dir / "checkpoints", keep=cfg.keep), ctx,
                        model=model, optimizer=optimizer)
+    run = _resume(state, cfg, corpus, train, ctx, label) if resume else _Progress()
+    history = run.history
 
-    history = {"step": [], "train_bpc": [], "val_step": [], "val_bpc": []}
-    start, hidden, train_seconds, resumed_from = 0, None, 0.0, None
-    if resume and (r := state.resume()) is not None:
-        _check_resumable(r.extra, cfg, corpus, r.path)
-        if r.step > cfg.steps:
-            raise ValueError(f"--steps {cfg.steps} is before the checkpoint's step {r.step} ({r.path})")
-        if not torch.equal(r.data["offsets"], train.offsets(r.step)):
-            raise CheckpointError(r.path, "its stream offsets do not match this run's data order")
-        start, resumed_from = r.step, r.step
-        history, train_seconds = r.extra["history"], r.extra["train_seconds"]
-        hidden = _state_shard(r.data["hidden"], ctx, train.local_streams, ctx.device)
-
-    def checkpoint(step: int) -> None:
-        gathered = None if hidden is None else tuple(ctx.all_gather_cat(s, dim=1).cpu() for s in hidden)
-        state.save(step, data={"offsets": train.offsets(step), "hidden": gathered},
+    def checkpoint() -> None:
+        gathered = None if run.hidden is None else tuple(ctx.all_gather_cat(s, dim=1).cpu() for s in run.hidden)
+        state.save(run.step, data={"offsets": train.offsets(run.step), "hidden": gathered},
                    extra={"config": dataclasses.asdict(cfg), "text_sha256": corpus.sha256, "history": history,
-                          "train_seconds": train_seconds})
+                          "train_seconds": run.train_seconds})
 
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=label, unit="step",
+    bar = tqdm(range(run.step, cfg.steps), initial=run.step, total=cfg.steps, desc=label, unit="step",
                disable=not (progress and ctx.is_main), dynamic_ncols=True)
     for step in bar:
         tic = time.perf_counter()
         chunk = train.batch(step)
-        if chunk.first:
-            hidden = None
         net.train()
-        logits, hidden = net(chunk.inputs.to(ctx.device), hidden)
+        logits, hidden = net(chunk.inputs.to(ctx.device), None if chunk.first else run.hidden)
         loss = F.cross_entropy(logits.flatten(0, 1), chunk.targets.flatten().to(ctx.device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         optimizer.step()
-        hidden = tuple(s.detach() for s in hidden)
-        train_seconds += time.perf_counter() - tic
-        done = step + 1
-        history["step"].append(done)
+        run.hidden = tuple(s.detach() for s in hidden)  # truncated BPTT: carry the state, not its graph
+        run.train_seconds += time.perf_counter() - tic
+        run.step = step + 1
+        history["step"].append(run.step)
         history["train_bpc"].append(ctx.all_reduce_sum(loss.detach()).item() / ctx.world_size / LN2)
-        if done % cfg.val_every == 0 or done == cfg.steps:
-            history["val_step"].append(done)
+        if run.step % cfg.val_every == 0 or run.step == cfg.steps:
+            history["val_step"].append(run.step)
             history["val_bpc"].append(evaluate_bpc(model, val, ctx))
             bar.set_postfix(train=f"{history['train_bpc'][-1]:.3f}", val=f"{history['val_bpc'][-1]:.3f}")
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            checkpoint(done)
+        if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps:
+            checkpoint()
     bar.close()
 
     total, recurrent = count_parameters(**_model_kwargs(cfg, len(corpus.vocab)))
@@ -311,8 +330,8 @@ def train_charlm(cfg: CharLMConfig, run_dir: str | Path, ctx: DistContext | None
         "train_chars": len(corpus.train), "val_chars": len(corpus.val), "history": history,
         "final_val_bpc": history["val_bpc"][-1] if history["val_bpc"] else None,
         "best_val_bpc": min(history["val_bpc"]) if history["val_bpc"] else None,
-        "train_seconds": train_seconds, "resumed_from_step": resumed_from,
-        "chars_per_second": cfg.steps * cfg.batch * cfg.bptt / train_seconds if train_seconds else None,
+        "train_seconds": run.train_seconds, "resumed_from_step": run.resumed_from,
+        "chars_per_second": cfg.steps * cfg.batch * cfg.bptt / run.train_seconds if run.train_seconds else None,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
     if ctx.is_main:
@@ -374,10 +393,9 @@ def summary_rows(results: list[dict]) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-FULL = {"hidden": 128, "embed": 32, "batch": 32, "bptt": 64, "steps": 1500, "val_every": 100,
-        "checkpoint_every": 100, "max_chars": None, "sample": 300}
 FAST = {"hidden": 32, "embed": 16, "batch": 8, "bptt": 32, "steps": 40, "val_every": 20,
         "checkpoint_every": 20, "max_chars": 30000, "sample": 80}
+FULL = {name: getattr(CharLMConfig, name) for name in FAST}  # full mode: the CharLMConfig defaults
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
