@@ -7,4 +7,9 @@ from .afdf import afdf, afdf_reference, AFDF, StackedAFDF
 
 __all__ = ["dct", "idct", "dct_matrix", "acdc", "acdc_reference", "ACDC", "StackedACDC",
            "afdf", "afdf_reference", "AFDF", "StackedAFDF"]
+from .conv import ACDCConv2d, ACDCSeparableConv2d
+from .recurrent import ACDCLSTM, ACDCLSTMCell
+from .conversion import convert, ConversionReport
+
+__all__ += ["ACDCConv2d", "ACDCSeparableConv2d", "ACDCLSTM", "ACDCLSTMCell", "convert", "ConversionReport"]
 __version__ = "0.1.0"

@@ -41,12 +41,23 @@ class ACDCConv2d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, depth: int = 2, stride=1, bias: bool = True,
                  permutation="random", activation=None, init: str = "paper", device=None, dtype=None):
         super().__init__()
+        self._setup(StackedACDC(in_channels, out_channels, depth, permutation=permutation, activation=activation,
+                                bias=bias, init=init, device=device, dtype=dtype), stride)
+
+    @classmethod
+    def from_stack(cls, stack: StackedACDC, stride=1) -> "ACDCConv2d":
+        """Wrap an existing stack (e.g. one fitted to a dense 1x1 kernel) as a 1x1 convolution; no copy."""
+        module = cls.__new__(cls)
+        nn.Module.__init__(module)
+        module._setup(stack, stride)
+        return module
+
+    def _setup(self, stack: StackedACDC, stride) -> None:
         self.stride = _pair(stride)
         if any(not isinstance(s, int) or s < 1 for s in self.stride):
             raise ValueError(f"stride must be a positive integer or a pair of them, got {stride!r}")
-        self.acdc = StackedACDC(in_channels, out_channels, depth, permutation=permutation, activation=activation,
-                                bias=bias, init=init, device=device, dtype=dtype)
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.acdc = stack
+        self.in_channels, self.out_channels = stack.in_features, stack.out_features
 
     def reset_parameters(self) -> None:
         self.acdc.reset_parameters()

@@ -1,0 +1,162 @@
+"""torch_acdc.convert on a toy CNN and an MLP: selection, exact wiring (vs dense weights from to_dense()),
+bias carry-over, fitting, report numbers, state_dict round trip."""
+import copy
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from torch_acdc import StackedACDC
+from torch_acdc.conv import ACDCConv2d
+from torch_acdc.conversion import ConversionReport, convert, dense_madds, stack_madds
+from torch_acdc.fit import relative_error
+from torch_acdc.recipe import param_groups
+
+
+def mlp(dtype=torch.float32) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(100, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)).to(dtype)
+
+
+class ToyCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.expand = nn.Conv2d(16, 64, 1)
+        self.reduce = nn.Conv2d(64, 64, 1, stride=2, bias=False)
+        self.grouped = nn.Conv2d(64, 64, 1, groups=4)
+        self.fc = nn.Linear(64, 128)
+        self.head = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.expand(torch.relu(self.stem(x))))
+        x = self.grouped(torch.relu(self.reduce(x)))
+        return self.head(torch.relu(self.fc(x.mean((2, 3)))))
+
+
+def cnn(dtype=torch.float32) -> ToyCNN:
+    torch.manual_seed(0)
+    return ToyCNN().to(dtype)
+
+
+def densified(original: nn.Module, converted: nn.Module, report: ConversionReport) -> nn.Module:
+    """The original model with each replaced module's weight/bias set to its replacement's effective ones."""
+    ref = copy.deepcopy(original)
+    with torch.no_grad():
+        for r in report.replaced:
+            old, new = ref.get_submodule(r.name), converted.get_submodule(r.name)
+            stack = new.acdc if isinstance(new, ACDCConv2d) else new
+            old.weight.copy_(stack.to_dense().reshape(old.weight.shape))
+            if old.bias is not None:
+                old.bias.copy_(stack(torch.zeros(1, r.in_features, dtype=old.weight.dtype))[0])
+    return ref
+
+
+def test_mlp_selection_wiring_and_report():
+    model = mlp(torch.float64)
+    converted, report = convert(model, min_features=64, depth=3, seed=0)
+    assert isinstance(model[0], nn.Linear)  # not in place
+    assert [r.name for r in report.replaced] == ["0", "2"]
+    assert isinstance(converted[0], StackedACDC) and isinstance(converted[2], StackedACDC)
+    assert converted[0].depth == 3 and (converted[0].in_features, converted[0].out_features) == (100, 256)
+    assert isinstance(converted[4], nn.Linear)
+    assert report.skipped == [("4", "min(in, out) = 10 < min_features = 64")]
+    x = torch.randn(5, 100, dtype=torch.float64)
+    torch.testing.assert_close(converted(x), densified(model, converted, report)(x), rtol=1e-10, atol=1e-10)
+    # the original biases are carried over exactly: stack(0) == bias
+    torch.testing.assert_close(converted[2](torch.zeros(1, 256, dtype=torch.float64))[0], model[2].bias)
+    first = report.replaced[0]
+    assert (first.params_before, first.params_after) == (100 * 256 + 256, 3 * 3 * 256)
+    assert (first.madds_before, first.madds_after) == (dense_madds(100, 256), stack_madds(100, 256, 3))
+    assert report.model_params_before == sum(p.numel() for p in model.parameters())
+    assert report.model_params_after == sum(p.numel() for p in converted.parameters())
+    assert report.model_params_after < report.model_params_before / 10  # 94218 -> 7178
+    text = str(report)
+    assert "replaced 2 module(s), skipped 1" in text and "| 2 | Linear | 256 | 256 |" in text
+    assert report.as_dict()["replaced"][1]["params_after"] == 3 * 3 * 256
+    assert {g["name"] for g in param_groups(converted, lr=0.1)} == {"acdc_A", "acdc_D", "other"}
+
+
+def test_stack_madds_formula():
+    assert dense_madds(256, 256) == 65536
+    assert stack_madds(256, 256, 1) == 2 * 256 + 2 * 256 * 8
+    assert stack_madds(100, 256, 2) == 2 * stack_madds(256, 256, 1)
+    assert stack_madds(1, 1, 3) == 6
+
+
+def test_cnn_converts_only_plain_1x1_convs_and_linears():
+    model = cnn(torch.float64)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    converted, report = convert(model, min_features=16, seed=1, example_input=x)
+    assert [r.name for r in report.replaced] == ["expand", "reduce", "fc"]
+    assert dict(report.skipped) == {"grouped": "grouped convolution (groups=4)",
+                                    "head": "min(in, out) = 10 < min_features = 16"}
+    assert isinstance(converted.stem, nn.Conv2d) and isinstance(converted.grouped, nn.Conv2d)
+    assert isinstance(converted.expand, ACDCConv2d) and converted.reduce.stride == (2, 2)
+    assert converted.reduce.acdc.bias is None and isinstance(converted.fc, StackedACDC)
+    torch.testing.assert_close(converted(x), densified(model, converted, report)(x), rtol=1e-10, atol=1e-10)
+    # rows seen in the example forward: pixels for the convs (stride 2 quarters them), samples for fc
+    assert [r.rows for r in report.replaced] == [2 * 8 * 8, 2 * 4 * 4, 2]
+    before, after = report.madds_per_forward
+    assert before == 128 * 16 * 64 + 32 * 64 * 64 + 2 * 64 * 128
+    assert after == 128 * stack_madds(16, 64, 2) + 32 * stack_madds(64, 64, 2) + 2 * stack_madds(64, 128, 2)
+    assert "multiply-adds per forward" in report.summary()
+
+
+def test_pattern_and_saving_rules():
+    model = cnn()
+    converted, report = convert(model, pattern=r"^(expand|fc)$", min_features=1)
+    assert [r.name for r in report.replaced] == ["expand", "fc"]
+    assert dict(report.skipped)["reduce"] == "name does not match pattern"
+    # a deep stack on a small layer would have more parameters than the dense layer: left alone
+    _, report = convert(nn.Sequential(nn.Linear(64, 64)), min_features=1, depth=32)
+    assert report.replaced == [] and report.skipped == [("0", "no parameter saving at this depth")]
+    padded = nn.Sequential(nn.Conv2d(8, 8, 1, padding=1))
+    assert convert(padded, min_features=1)[1].skipped[0][1].startswith("padded 1x1 convolution")
+
+
+def test_fit_initialises_from_the_dense_weight():
+    torch.manual_seed(3)
+    target = StackedACDC(48, 32, 2, init="uniform", bias=False).double()
+    model = nn.Sequential(nn.Linear(48, 32, dtype=torch.float64))
+    with torch.no_grad():
+        model[0].weight.copy_(target.to_dense())
+    fitted, report = convert(model, min_features=1, depth=2, fit=True, fit_steps=15, seed=0)
+    unfitted, _ = convert(model, min_features=1, depth=2, seed=0)
+    error = report.replaced[0].fit_error
+    assert error == pytest.approx(relative_error(fitted[0].to_dense(), model[0].weight).item(), rel=1e-6)
+    assert error < 0.5 * relative_error(unfitted[0].to_dense(), model[0].weight).item()
+    x = torch.randn(64, 48, dtype=torch.float64)
+    assert (fitted(x) - model(x)).norm() < 0.5 * (unfitted(x) - model(x)).norm()
+    torch.testing.assert_close(fitted[0](torch.zeros(1, 48, dtype=torch.float64))[0], model[0].bias)
+
+
+def test_state_dict_saves_and_reloads_into_a_fresh_conversion():
+    converted, _ = convert(cnn(), min_features=16, seed=5)
+    buf = io.BytesIO()
+    torch.save(converted.state_dict(), buf)
+    buf.seek(0)
+    fresh, _ = convert(cnn(), min_features=16, seed=6)  # different permutations until loaded
+    x = torch.randn(2, 3, 8, 8)
+    assert not torch.allclose(fresh(x), converted(x))
+    fresh.load_state_dict(torch.load(buf))
+    torch.testing.assert_close(fresh(x), converted(x))
+
+
+def test_inplace_shared_modules_and_whole_model():
+    shared = nn.Linear(128, 128)
+    model = nn.Sequential(shared, nn.ReLU(), shared)
+    model.eval()
+    same, report = convert(model, min_features=1, inplace=True)
+    assert same is model and model[0] is model[2] and isinstance(model[0], StackedACDC)
+    assert len(report.replaced) == 1 and not model[0].training
+    layer, report = convert(nn.Linear(128, 128), min_features=1)
+    assert isinstance(layer, StackedACDC) and report.replaced[0].name == ""
+
+
+def test_argument_errors():
+    with pytest.raises(ValueError, match="depth"):
+        convert(mlp(), depth=0)
+    with pytest.raises(ValueError, match="fit_optimizer"):
+        convert(mlp(), fit_optimizer="sgd")
