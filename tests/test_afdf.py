@@ -56,7 +56,7 @@ def test_fp32_close_to_fp64_reference(n):
     assert ((got.double() - ref).abs().max() / ref.abs().max()).item() < 1e-5
 
 
-@pytest.mark.parametrize("shape,n", [((), 1), ((2,), 2), ((3,), 5), ((2, 2), 8)])
+@pytest.mark.parametrize("shape,n", [((), 1), ((2,), 2), ((2,), 5), ((2, 1), 6)])
 def test_gradcheck_and_gradgradcheck(shape, n):
     args = _args(shape, n)
     assert gradcheck(afdf, args, check_batched_grad=True)

@@ -81,7 +81,7 @@ def test_dct1_matches_scipy_type1_and_idct1_inverts():
 @pytest.mark.parametrize("fn,shape", [
     (lambda x: torch_dct.dct(x), (2, 5)), (lambda x: torch_dct.idct(x), (2, 5)),
     (lambda x: torch_dct.dct(x, "ortho"), (2, 4)), (lambda x: torch_dct.idct(x, "ortho"), (2, 4)),
-    (lambda x: torch_dct.dct_2d(x), (3, 4)), (lambda x: torch_dct.idct_3d(x, "ortho"), (2, 2, 3)),
+    (lambda x: torch_dct.dct_2d(x), (2, 3)), (lambda x: torch_dct.idct_3d(x, "ortho"), (2, 2, 3)),
     (lambda x: torch_dct.dct1(x), (2, 5)), (lambda x: torch_dct.idct1(x), (2, 4)),
 ])
 def test_gradients_reverse_double_and_forward(fn, shape):
