@@ -35,11 +35,15 @@ def test_custom_ops_pass_opcheck():
     v = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
     a = torch.randn(7, dtype=torch.float64, requires_grad=True)
     d = torch.randn(7, dtype=torch.float64, requires_grad=True)
-    torch.library.opcheck(torch.ops.torch_acdc.acdc_makhoul, (v, a, d))
-    g = torch.randn(3, 7, dtype=torch.float64)
-    torch.library.opcheck(torch.ops.torch_acdc.acdc_makhoul_grads, (g, v.detach(), a.detach(), d.detach()))
+    p = torch.randperm(7)
+    ip = torch.argsort(p)
+    for idx in [(None, None, None, None), (p, ip, ip, p), (p, ip, None, None)]:
+        torch.library.opcheck(torch.ops.torch_acdc.acdc, (v, a, d, *idx))
+        g = torch.randn(3, 7, dtype=torch.float64)
+        torch.library.opcheck(torch.ops.torch_acdc.acdc_grads, (g, v.detach(), a.detach(), d.detach(), *idx[:2], idx[3]))
 
 
 def test_custom_op_gradients_match_gradcheck():
     args = [torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((2, 5), (5,), (5,))]
-    assert torch.autograd.gradcheck(torch.ops.torch_acdc.acdc_makhoul, args)
+    p = torch.randperm(5)
+    assert torch.autograd.gradcheck(lambda x, a, d: torch.ops.torch_acdc.acdc(x, a, d, p, torch.argsort(p), None, None), args)

@@ -5,7 +5,8 @@ from hypothesis import given, strategies as st
 from torch.autograd import gradcheck, gradgradcheck
 
 from torch_acdc import acdc, acdc_reference
-from torch_acdc.functional import _ACDCMakhoul
+from torch_acdc.functional import acdc_gathered
+from torch_acdc.permutations import inverse
 
 
 def _args(shape, n, requires_grad=True, dtype=torch.float64):
@@ -99,7 +100,15 @@ def test_clear_errors(bad, match):
         bad(x, a, d)
 
 
-def test_makhoul_core_gradients_directly():
-    v, a, d = (torch.randn(2, 6, dtype=torch.float64, requires_grad=True), torch.randn(6, dtype=torch.float64, requires_grad=True),
-               torch.randn(6, dtype=torch.float64, requires_grad=True))
-    assert gradcheck(_ACDCMakhoul.apply, (v, a, d))
+@pytest.mark.parametrize("gathers", ["none", "in", "out", "both"])
+def test_gathered_core_gradients_with_any_gathers(gathers):
+    """The fused-gather operator (used by stacks) for every combination of input/output gathers."""
+    n = 7
+    x, a, d = (torch.randn(2, n, dtype=torch.float64, requires_grad=True),
+               torch.randn(n, dtype=torch.float64, requires_grad=True), torch.randn(n, dtype=torch.float64, requires_grad=True))
+    p, q = torch.randperm(n), torch.randperm(n)
+    g_in = (p, inverse(p)) if gathers in ("in", "both") else None
+    g_out = (q, inverse(q)) if gathers in ("out", "both") else None
+    fn = lambda x, a, d: acdc_gathered(x, a, d, g_in, g_out)
+    assert gradcheck(fn, (x, a, d), check_forward_ad=True)
+    assert gradgradcheck(fn, (x, a, d))

@@ -1,21 +1,23 @@
-"""The ACDC operator y = C^T D C (a * x) + bias as autograd Functions with analytic gradients.
+"""The ACDC operator y = C^T D C (a * x) + bias: forward, analytic gradient and dense reference, in one place.
 
 Notation (see :mod:`torch_acdc.transform`): M is the unnormalised DCT-II and C = diag(s) M the orthonormal
 one, so ``C^T D C = M^-1 D M`` (diagonals commute). In the packed spectrum z = w * rfft(P u) the middle
-``M^-1 D M`` is a *per-bin real 2x2 diagonal*: ``z' = Re z * d[k] + i Im z * d[n-k]`` (``dp`` below, the
-diagonal packed like z). So, in Makhoul order (v = P u):
+``M^-1 D M`` is a *per-bin real 2x2 diagonal*: ``z' = Re z * d[k] + i Im z * d[n-k]`` (``packed_diagonal``).
+With G_in / G_out the gathers into and out of Makhoul order (P and P^T for one layer):
 
-    forward   y_P = irfft(conj(w) * (dp . (w * rfft(a_P * v))))          1 rfft + 1 irfft
-    backward  g_P = same middle map applied to grad_y_P (it is symmetric)   1 rfft + 1 irfft
-              grad_v = a_P * g_P,  grad_a_P = sum_batch v * g_P
-              grad_d = s^2 * unpack(sum_batch Re/Im(z) * Re/Im(zeta))       1 rfft (recomputed z)
+    forward   y = G_out irfft(conj(w) . dp . w . rfft(a_P * G_in x))                 1 rfft + 1 irfft
+    backward  zeta = w . rfft(G_out^T grad_y)                                         1 rfft
+              grad_d = s^2 * unpack(sum_batch Re/Im(w . rfft(a_P * G_in x)) * Re/Im(zeta))   1 rfft (recompute)
+              g = irfft(conj(w) . dp . zeta)  (the middle is symmetric)              1 irfft
+              grad_x = G_in^T (a_P * g),  grad_a_P = sum_batch G_in(x) * g
 
-Five FFTs for forward+backward, no division by a or d anywhere, and only (v, a_P, d) saved for backward.
-Permutations are separate, cheap autograd Functions (a gather whose backward is the inverse gather), so a
-stack fuses P^T of one layer, the inter-layer shuffle and P of the next into one gather.
+Five FFTs for forward+backward, no division by a or d anywhere, and only x, a_P, d saved for backward (the
+input itself: no extra activation memory). The gathers, the diagonal products, the per-bin map and the batch
+reductions are single fused passes (:mod:`torch_acdc.kernels`). A stack keeps its layers in Makhoul order and
+fuses P^T of one layer, the shuffle and P of the next into one input gather.
 
-Reference: :func:`acdc_reference` (dense float64 matrices) is the plain implementation the fast path is
-tested against.
+Reference: :func:`acdc_reference` (dense float64 matrices), the plain implementation everything is tested
+against.
 """
 from __future__ import annotations
 
@@ -29,11 +31,12 @@ from .transform import (
     inverse_spectrum,
     makhoul_permutation,
     makhoul_tables,
-    scale_,
+    rfft,
     spectrum,
 )
+from .kernels import diag_sums, gather_mul_sum, gather_scale, spectral_map_
 
-__all__ = ["acdc", "acdc_reference", "permute", "acdc_makhoul", "packed_diagonal"]
+__all__ = ["acdc", "acdc_reference", "acdc_gathered", "permute", "acdc_makhoul", "packed_diagonal"]
 
 
 def packed_diagonal(d: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
@@ -41,69 +44,80 @@ def packed_diagonal(d: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
     return d.index_select(-1, t.pack).reshape(*d.shape[:-1], t.bins, 2) * t.pack_sign.abs()
 
 
-def middle_from_spectrum(z: torch.Tensor, d: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
-    """M^-1 diag(d) applied to a packed spectrum z = M u (a temporary: overwritten). (..., h) -> (..., n)."""
-    zr = scale_(torch.view_as_real(z), packed_diagonal(d, t))
-    return inverse_spectrum(torch.view_as_complex(zr), t, overwrite=True)
+def middle_from_spectrum(z: torch.Tensor, d: torch.Tensor, t: MakhoulTables, pre=None) -> torch.Tensor:
+    """M^-1 diag(d) applied to a packed spectrum z = M u (a temporary: overwritten). (..., h) -> (..., n).
+
+    ``pre``: a twiddle still to apply to z first (so z may be a raw rfft output).
+    """
+    if z.numel() == 0:
+        return torch.zeros(*z.shape[:-1], t.n, dtype=t.scale.dtype, device=z.device)
+    return torch.fft.irfft(spectral_map_(z, pre, packed_diagonal(d, t), t.untwiddle), t.n)
 
 
 def middle(v: torch.Tensor, d: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
-    """M^-1 diag(d) M in Makhoul order: (..., n) -> (..., n). 1 rfft + 1 irfft + 3 elementwise passes
-    applied in place: the only allocations are the two FFT outputs."""
-    return middle_from_spectrum(spectrum(v, t), d, t)
+    """M^-1 diag(d) M in Makhoul order: (..., n) -> (..., n). 1 rfft + 1 irfft + one fused pass over the
+    spectrum in place: the only allocations are the two FFT outputs."""
+    return middle_from_spectrum(rfft(v, t), d, t, pre=t.twiddle)
 
 
-def _sum_leading(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(-1, x.shape[-1]).sum(0)
+def diag_grad_from_spectra(V: torch.Tensor, zeta: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
+    """s_k^2 * sum_batch (M u)[k] (M g)[k] from V = rfft(P u) (not yet twiddled) and zeta = M g (packed):
+    the gradient of <g, M^-1 diag(d) M u> with respect to d. (..., h) x2 -> (n,)."""
+    sums = diag_sums(V, zeta, t.twiddle).reshape(t.bins * 2)
+    return sums.index_select(-1, t.unpack) * t.scale.square()
 
 
-def diag_grad_from_spectra(z: torch.Tensor, zeta: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
-    """s_k^2 * sum_batch (M u)[k] (M g)[k] from the packed spectra z = M u, zeta = M g: the gradient of
-    <g, M^-1 diag(d) M u> with respect to d. (..., h) x2 -> (n,)."""
-    prod = torch.view_as_real(z) * torch.view_as_real(zeta)
-    prod = prod.reshape(-1, t.bins * 2).sum(0)
-    return prod.index_select(-1, t.unpack) * t.scale.square()
+def _gather(x, idx):
+    return x if idx is None else gather_scale(x, idx, None)
 
 
-def acdc_makhoul_math(v: torch.Tensor, a_p: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """y_P = M^-1 diag(d) M (a_P * v), all in Makhoul order. v (..., n); a_p, d (n,). 2 FFTs."""
-    t = makhoul_tables(v.shape[-1], v.dtype, v.device)
-    return middle(v * a_p, d, t)
+def acdc_forward(x, a_p, d, in_idx=None, out_idx=None):
+    """y = G_out(M^-1 diag(d) M (a_P * G_in(x))) where G(x) = x[..., idx] (None: no gather).
 
-
-def acdc_makhoul_grads(grad_y, v, a_p, d, needs=(True, True, True)):
-    """Gradients of y_P = M^-1 D M (a_P * v) w.r.t. (v, a_P, d) (None where ``needs`` is False). 3 FFTs.
-
-    zeta = M grad_y is shared: grad_d = s^2 sum_batch (M a_P v)(zeta) (1 rfft recomputes M a_P v), and since
-    the middle is symmetric, g = M^-1 D zeta gives grad_v = a_P * g and grad_a_P = sum_batch v * g.
-    Written with differentiable torch ops (double backward works); no division anywhere.
+    With G_in = Makhoul's P and G_out = P^T this is ACDC; a stack keeps G_out = None (stays in Makhoul
+    order) and fuses the next layer's G_in with the shuffle. x (..., n), a_p, d (n,). 2 FFTs, 3 allocations.
     """
-    t = makhoul_tables(v.shape[-1], v.dtype, v.device)
-    grad_v = grad_a = grad_d = None
-    zeta = spectrum(grad_y, t)
+    t = makhoul_tables(x.shape[-1], x.dtype, x.device)
+    u = gather_scale(x, in_idx, a_p)
+    return _gather(middle(u, d, t), out_idx)
+
+
+def acdc_grads(grad_y, x, a_p, d, in_idx=None, in_inv=None, out_inv=None, needs=(True, True, True)):
+    """Gradients of :func:`acdc_forward` w.r.t. (x, a_p, d) (None where ``needs`` is False). 3 FFTs.
+
+    zeta = M G_out^T grad_y is shared: grad_d = s^2 sum_batch (M a_P G_in x)(zeta) (1 rfft recomputes the
+    forward spectrum from x: nothing but x, a, d is saved), and since the middle is symmetric,
+    g = M^-1 D zeta gives grad_x = G_in^T (a_P * g) and grad_a_P = sum_batch G_in(x) * g.
+    Fused kernels where possible; with grad mode on (double backward) all plain differentiable torch ops.
+    No division anywhere.
+    """
+    t = makhoul_tables(x.shape[-1], x.dtype, x.device)
+    grad_x = grad_a = grad_d = None
+    zeta = spectrum(_gather(grad_y, out_inv), t)
     if needs[2]:
-        grad_d = diag_grad_from_spectra(spectrum(v * a_p, t), zeta, t)
+        grad_d = diag_grad_from_spectra(rfft(gather_scale(x, in_idx, a_p), t), zeta, t)
     if needs[0] or needs[1]:
         g = middle_from_spectrum(zeta, d, t)
         if needs[0]:
-            grad_v = g * a_p
+            grad_x = gather_scale(g, in_inv, a_p if in_inv is None else a_p.index_select(-1, in_inv))
         if needs[1]:
-            grad_a = _sum_leading(g * v)
-    return grad_v, grad_a, grad_d
+            grad_a = gather_mul_sum(g, x, in_idx)
+    return grad_x, grad_a, grad_d
 
 
-class _ACDCMakhoul(torch.autograd.Function):
-    """y_P = M^-1 D M (a_P * v) with v, a_P, y_P in Makhoul order. Inputs v (..., n), a_P (n,), d (n,).
+class _ACDC(torch.autograd.Function):
+    """The ACDC operator with its gathers (see :func:`acdc_forward`). Inputs: x (..., n), a_p (n,), d (n,),
+    then the index tensors in_idx, in_inv, out_idx, out_inv (each None or a permutation and its inverse).
 
-    Saves (v, a_P, d) only. Backward: :func:`acdc_makhoul_grads` (differentiable again, so double
+    Saves x, a_p, d (and the indices) only. Backward: :func:`acdc_grads` (differentiable again, so double
     backward works); forward mode: the product rule on the bilinear map; vmap: generated.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(v, a_p, d):
-        return acdc_makhoul_math(v, a_p, d)
+    def forward(x, a_p, d, in_idx, in_inv, out_idx, out_inv):
+        return acdc_forward(x, a_p, d, in_idx, out_idx)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -112,22 +126,38 @@ class _ACDCMakhoul(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y):
-        v, a_p, d = ctx.saved_tensors
-        return acdc_makhoul_grads(grad_y, v, a_p, d, ctx.needs_input_grad)
+        x, a_p, d, in_idx, in_inv, out_idx, out_inv = ctx.saved_tensors
+        grads = acdc_grads(grad_y, x, a_p, d, in_idx, in_inv, out_inv, ctx.needs_input_grad[:3])
+        return (*grads, None, None, None, None)
 
     @staticmethod
-    def jvp(ctx, dv, da, dd):
-        v, a_p, d = ctx.saved_tensors
-        t = makhoul_tables(v.shape[-1], v.dtype, v.device)
+    def jvp(ctx, dx, da, dd, *_):
+        x, a_p, d, in_idx, _in_inv, out_idx, _out_inv = ctx.saved_tensors
+        t = makhoul_tables(x.shape[-1], x.dtype, x.device)
+        v = _gather(x, in_idx)
         du = None
-        if dv is not None:
-            du = dv * a_p
+        if dx is not None:
+            du = _gather(dx, in_idx) * a_p
         if da is not None:
             du = v * da if du is None else du + v * da
         out = middle(du, d, t) if du is not None else torch.zeros_like(v)
         if dd is not None:
             out = out + middle(v * a_p, dd, t)
-        return out
+        return _gather(out, out_idx)
+
+
+def acdc_gathered(x, a_p, d, gather_in=None, gather_out=None):
+    """The ACDC operator with fused gathers: G_out(M^-1 D M (a_p * G_in(x))).
+
+    ``gather_in`` / ``gather_out``: None or (idx, inverse idx). Eager: the autograd Function. Under
+    torch.compile: the ``torch_acdc::acdc`` custom op (:mod:`torch_acdc.compile_ops`), opaque to the compiler,
+    with the same math.
+    """
+    in_idx, in_inv = gather_in if gather_in is not None else (None, None)
+    out_idx, out_inv = gather_out if gather_out is not None else (None, None)
+    if torch.compiler.is_compiling():
+        return torch.ops.torch_acdc.acdc(x, a_p, d, in_idx, in_inv, out_idx, out_inv)
+    return _ACDC.apply(x, a_p, d, in_idx, in_inv, out_idx, out_inv)
 
 
 class _Permute(torch.autograd.Function):
@@ -166,12 +196,8 @@ def permute(x: torch.Tensor, idx: torch.Tensor, inv: torch.Tensor) -> torch.Tens
 def acdc_makhoul(v: torch.Tensor, a_p: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """The ACDC middle on inputs already in Makhoul order (for fused stacks). (..., n) -> (..., n).
 
-    Eager: the autograd Function. Under torch.compile: the ``torch_acdc::acdc_makhoul`` custom op
-    (:mod:`torch_acdc.compile_ops`), opaque to the compiler, with the same backward formula.
     """
-    if torch.compiler.is_compiling():
-        return torch.ops.torch_acdc.acdc_makhoul(v, a_p, d)
-    return _ACDCMakhoul.apply(v, a_p, d)
+    return acdc_gathered(v, a_p, d)
 
 
 def check_acdc_args(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor, bias) -> torch.dtype:
@@ -203,8 +229,7 @@ def acdc(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor, bias: torch.Tensor |
     """
     ct = check_acdc_args(x, a, d, bias)
     perm, iperm = makhoul_permutation(x.shape[-1], x.device)
-    v = permute(x.to(ct), perm, iperm)
-    y = permute(acdc_makhoul(v, a.to(ct).index_select(-1, perm), d.to(ct)), iperm, perm)
+    y = acdc_gathered(x.to(ct), a.to(ct).index_select(-1, perm), d.to(ct), (perm, iperm), (iperm, perm))
     if bias is not None:
         y = y + bias.to(ct)
     return y.to(x.dtype)

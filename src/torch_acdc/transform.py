@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .kernels import scale_
+
 __all__ = ["dct", "idct", "dct_matrix", "makhoul_tables", "makhoul_permutation", "MakhoulTables", "check_float_input"]
 
 
@@ -131,23 +133,16 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 # ---- packed spectrum <-> real coefficients (the unnormalised DCT-II M and its inverse) ----
 
-def scale_(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """x * s, written into the temporary ``x`` when no autograd graph or vmap wrapper can observe it.
-
-    Every elementwise pass on a fresh (B, n) tensor costs a new allocation, and on CPU fresh memory means
-    page faults that cost more than the multiply itself; callers use this only on temporaries they own.
-    """
-    if torch.is_grad_enabled() or torch._C._functorch.is_functorch_wrapped_tensor(x) \
-            or torch._C._functorch.is_functorch_wrapped_tensor(s):
-        return x * s
-    return x.mul_(s)
+def rfft(v: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
+    """torch.fft.rfft over the last dimension, also for an empty batch (MKL rejects empty FFTs)."""
+    if v.numel() == 0:
+        return v.new_zeros(*v.shape[:-1], t.bins, dtype=t.twiddle.dtype)
+    return torch.fft.rfft(v)
 
 
 def spectrum(v: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
     """z = w * rfft(v): the packed unnormalised DCT-II of ``u`` where ``v = u[perm]``. (..., n) -> (..., h)."""
-    if v.numel() == 0:  # MKL rejects empty FFTs; an empty batch has an empty spectrum
-        return v.new_zeros(*v.shape[:-1], t.bins, dtype=t.twiddle.dtype)
-    return scale_(torch.fft.rfft(v), t.twiddle)
+    return scale_(rfft(v, t), t.twiddle)
 
 
 def inverse_spectrum(z: torch.Tensor, t: MakhoulTables, overwrite: bool = False) -> torch.Tensor:
