@@ -205,3 +205,35 @@ def test_learns_a_delayed_copy_task():
         losses.append(loss.item())
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert first > 1.2 and last < 0.4, (first, last)  # measured: 1.32 -> 0.11
+
+
+def test_lstm_bench_fast_writes_results_and_plot(tmp_path, capsys):
+    import json
+
+    from torch_acdc.cli import main
+    from torch_acdc.lstm_bench_cli import crossover
+
+    assert main(["lstm-bench", "--fast", "--no-progress", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [r["hidden"] for r in results["rows"]] == [16, 32]
+    for r in results["rows"]:
+        assert r["dense_ms"] > 0 and r["acdc_ms"] > 0 and r["speedup"] == pytest.approx(r["dense_ms"] / r["acdc_ms"])
+        assert r["acdc_params"] == acdc_lstm_parameter_count(r["hidden"], r["hidden"])
+        assert r["dense_params"] == sum(p.numel() for p in nn.LSTM(r["hidden"], r["hidden"]).parameters())
+    assert (tmp_path / "lstm_scaling.png").stat().st_size > 0
+    assert "| hidden |" in capsys.readouterr().out
+    # the crossover interpolates log-log between the bracketing sizes (ratio 0.5 at 256, 2 at 1024 -> 512)
+    rows = [{"hidden": 256, "dense_ms": 1.0, "acdc_ms": 2.0}, {"hidden": 1024, "dense_ms": 4.0, "acdc_ms": 2.0}]
+    assert crossover(rows) == pytest.approx(512)
+    assert crossover(rows[:1]) is None
+
+
+def test_lstm_bench_skips_dense_beyond_the_memory_limit(tmp_path):
+    import json
+
+    from torch_acdc.cli import main
+
+    main(["lstm-bench", "--fast", "--no-progress", "--max-memory-gb", "5e-5", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert "dense_ms" in rows[0] and "dense_ms" not in rows[1] and rows[1]["acdc_ms"] > 0
+    assert "--max-memory-gb" in rows[1]["note"]

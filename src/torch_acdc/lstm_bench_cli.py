@@ -1,0 +1,181 @@
+"""Time per LSTM training step vs hidden size, dense nn.LSTM vs ACDCLSTM side by side, and their crossover.
+
+One training step = zero grads, forward over a (T, B, I) sequence, backward of the mean squared output, SGD
+update. Both models are timed at every size in the same process, interleaved (medians after one warm-up step).
+The dense LSTM is skipped (and the reason recorded) once its estimated memory exceeds ``--max-memory-gb`` or
+its time per step, extrapolated from the previous size as ~H^2, exceeds ``--max-step-seconds``. The crossover
+is the hidden size where the time ratio dense / ACDC passes 1, interpolated log-log between measured sizes.
+Writes results.json and lstm_scaling.png into the run folder and prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .bench import median_ms
+from .experiments.common import format_table, make_run_dir, new_figure, save_figure, seed_everything, write_json
+from .recurrent import ACDCLSTM, acdc_lstm_parameter_count
+
+FULL_SIZES = [256, 512, 1024, 2048, 4096, 8192, 16384]
+FAST = {"sizes": [16, 32], "steps": 3, "batch": 2, "repeats": 1}
+
+
+def dense_lstm_parameter_count(input_size: int, hidden_size: int) -> int:
+    return 4 * hidden_size * (input_size + hidden_size) + 8 * hidden_size
+
+
+def estimated_memory_gb(params: int, steps: int, batch: int, hidden: int) -> float:
+    """fp32 weights + gradients, plus ~12 saved (B, H) activations per step (gates, cell, hidden, grads)."""
+    return 4 * (2 * params + 12 * steps * batch * hidden) / 1e9
+
+
+def build(kind: str, input_size: int, hidden: int, depth: int, permutation) -> nn.Module:
+    if kind == "dense":
+        return nn.LSTM(input_size, hidden)
+    return ACDCLSTM(input_size, hidden, depth=depth, permutation=permutation)
+
+
+def training_step(model: nn.Module, x: torch.Tensor, opt: torch.optim.Optimizer):
+    def step():
+        opt.zero_grad(set_to_none=True)
+        out, _ = model(x)
+        out.square().mean().backward()
+        opt.step()
+    return step
+
+
+def time_step(kind: str, hidden: int, args) -> float:
+    """Median milliseconds of one training step; as few repeats as fit in ``--time-budget`` seconds."""
+    input_size = args.input_size or hidden
+    model = build(kind, input_size, hidden, args.depth, args.permutation)
+    x = torch.randn(args.steps, args.batch, input_size)
+    step = training_step(model, x, torch.optim.SGD(model.parameters(), lr=1e-3))
+    start = time.perf_counter()
+    step()  # warm-up (allocations, DCT tables)
+    first = time.perf_counter() - start
+    repeats = max(1, min(args.repeats, int(args.time_budget / max(first, 1e-6))))
+    return median_ms(step, repeats=repeats, warmup=0)
+
+
+def crossover(rows: list[dict]) -> float | None:
+    """Hidden size where dense_ms / acdc_ms crosses 1 upwards (log-log interpolation), else None."""
+    pts = [(r["hidden"], r["dense_ms"] / r["acdc_ms"]) for r in rows if r.get("dense_ms") and r.get("acdc_ms")]
+    for (h0, r0), (h1, r1) in zip(pts, pts[1:]):
+        if r0 < 1 <= r1:
+            frac = -math.log(r0) / (math.log(r1) - math.log(r0))
+            return math.exp(math.log(h0) + frac * (math.log(h1) - math.log(h0)))
+    return None
+
+
+def verdict(rows: list[dict], cross: float | None) -> str:
+    speedups = [r["speedup"] for r in rows if "speedup" in r]
+    if cross:
+        return f"crossover: ACDCLSTM is faster than nn.LSTM from H ~ {cross:.0f}"
+    if not speedups:
+        return "no size where both models were measured"
+    if all(s > 1 for s in speedups):
+        return "no crossover in range: ACDCLSTM faster at every size where both were measured"
+    if all(s <= 1 for s in speedups):
+        return "no crossover in range: nn.LSTM faster at every size where both were measured"
+    return "no upward crossover: the ratio is not monotone, see the table"
+
+
+def measure(args) -> list[dict]:
+    rows = []
+    skip_dense = None
+    jobs = [(h, k) for h in args.sizes for k in ("dense", "acdc")]
+    bar = tqdm(jobs, desc="lstm-bench", disable=args.no_progress)
+    for hidden, kind in bar:
+        bar.set_postfix(hidden=hidden, model=kind, refresh=True)
+        input_size = args.input_size or hidden
+        if kind == "dense":
+            params = dense_lstm_parameter_count(input_size, hidden)
+            row = {"hidden": hidden, "input_size": input_size, "dense_params": params,
+                   "acdc_params": acdc_lstm_parameter_count(input_size, hidden, depth=args.depth)}
+            rows.append(row)
+            gb = estimated_memory_gb(params, args.steps, args.batch, hidden)
+            prev = rows[-2]["dense_ms"] if len(rows) > 1 and rows[-2].get("dense_ms") else None
+            guess_s = prev / 1e3 * (hidden / rows[-2]["hidden"]) ** 2 if prev else 0.0
+            if skip_dense is None and gb > args.max_memory_gb:
+                skip_dense = f"dense skipped from H={hidden}: ~{gb:.1f} GB > --max-memory-gb {args.max_memory_gb}"
+            elif skip_dense is None and guess_s > args.max_step_seconds:
+                skip_dense = (f"dense skipped from H={hidden}: ~{guess_s:.0f} s per step (extrapolated H^2) > "
+                              f"--max-step-seconds {args.max_step_seconds}")
+            if skip_dense:
+                row["note"] = skip_dense
+                continue
+        rows[-1][f"{kind}_ms"] = time_step(kind, hidden, args)
+        if kind == "acdc" and rows[-1].get("dense_ms"):
+            rows[-1]["speedup"] = rows[-1]["dense_ms"] / rows[-1]["acdc_ms"]
+    return rows
+
+
+def plot(rows: list[dict], cross: float | None, path, args) -> None:
+    fig, (ax_t, ax_p) = new_figure(ncols=2, figsize=(11, 4.2))
+    for kind, style in (("dense", "o-"), ("acdc", "s-")):
+        pts = [(r["hidden"], r[f"{kind}_ms"]) for r in rows if r.get(f"{kind}_ms")]
+        label = "nn.LSTM (dense)" if kind == "dense" else f"ACDCLSTM (depth {args.depth})"
+        if pts:
+            ax_t.plot(*zip(*pts), style, label=label)
+        ax_p.plot([r["hidden"] for r in rows], [r[f"{kind}_params"] for r in rows], style, label=label)
+    if cross:
+        ax_t.axvline(cross, color="gray", ls="--", label=f"crossover H ~ {cross:.0f}")
+    ax_t.set(xscale="log", yscale="log", xlabel="hidden size H", ylabel="ms per training step",
+             title=f"T={args.steps}, B={args.batch}, {torch.get_num_threads()} threads")
+    ax_p.set(xscale="log", yscale="log", xlabel="hidden size H", ylabel="parameters", title="parameters")
+    for ax in (ax_t, ax_p):
+        ax.set_xscale("log", base=2)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    save_figure(fig, path)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sizes", type=int, nargs="+", default=FULL_SIZES, help="hidden sizes")
+    p.add_argument("--steps", type=int, default=16, help="sequence length T")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--input-size", type=int, default=None, help="input size I (default: = hidden size)")
+    p.add_argument("--depth", type=int, default=2, help="ACDC layers per gate transform")
+    p.add_argument("--permutation", default="random", choices=["random", "riffle", "none"])
+    p.add_argument("--repeats", type=int, default=5, help="timed steps per model and size (at most)")
+    p.add_argument("--time-budget", type=float, default=20.0, help="seconds of timed steps per model and size")
+    p.add_argument("--max-memory-gb", type=float, default=10.0, help="skip dense above this estimated memory")
+    p.add_argument("--max-step-seconds", type=float, default=120.0,
+                   help="skip dense when its extrapolated step time exceeds this")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fast", action="store_true", help=f"smoke test: {FAST}")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", default=None, help="run folder (default runs/lstm-bench-<time>)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.fast:
+        for key, value in FAST.items():
+            setattr(args, key, value)
+    if args.permutation == "none":
+        args.permutation = None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    rows = measure(args)
+    cross = crossover(rows)
+    out = make_run_dir(args.out, "lstm-bench")
+    plot(rows, cross, out / "lstm_scaling.png", args)
+    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    summary = verdict(rows, cross)
+    write_json(out / "results.json", {"config": config, "rows": rows, "crossover_hidden": cross,
+                                      "verdict": summary, "threads": torch.get_num_threads(),
+                                      "torch": torch.__version__})
+    columns = ["hidden", "input_size", "dense_ms", "acdc_ms", "speedup", "dense_params", "acdc_params", "note"]
+    print(f"time per training step (ms, median), T={args.steps}, B={args.batch}, depth={args.depth}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(format_table(rows, columns, floatfmt=".1f"))
+    print(summary)
+    print(f"results: {out / 'results.json'}, plot: {out / 'lstm_scaling.png'}")
+    return 0
