@@ -11,7 +11,6 @@ import sys
 
 COMMANDS = {
     "bench": "torch_acdc.bench_cli",
-    "approx": "torch_acdc.experiments.approx",
     "charlm": "torch_acdc.experiments.charlm",
     "lstm-bench": "torch_acdc.lstm_bench_cli",
 }
