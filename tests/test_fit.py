@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from torch_acdc import StackedACDC, acdc_reference
-from torch_acdc.fit import fit_dense, minimise, relative_error
+from torch_acdc.fit import fit_dense, matrix_evaluator, minimise, relative_error, stack_matrix
 
 
 def test_relative_error_matches_numpy():
@@ -96,3 +96,44 @@ def test_minimise_solves_a_quadratic(optimizer, lr, tol):
     assert len(hist) == 101 and hist[0] == pytest.approx(math.sqrt(14.0))
     assert hist[-1] < tol
     torch.testing.assert_close(p.detach(), target, atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("layer", ["acdc", "afdf"])
+@pytest.mark.parametrize("sizes, depth, permutation", [((12, 12), 1, "random"), ((7, 12), 4, "riffle"),
+                                                       ((12, 5), 3, None), ((9, 9), 6, "random")])
+def test_stack_matrix_equals_to_dense(layer, sizes, depth, permutation):
+    from torch_acdc.afdf import StackedAFDF
+
+    cls = StackedACDC if layer == "acdc" else StackedAFDF
+    torch.manual_seed(0)
+    m = cls(*sizes, depth, permutation=permutation, init="uniform", dtype=torch.float64)
+    torch.testing.assert_close(stack_matrix(m), m.to_dense(), atol=1e-12, rtol=0)
+    assert matrix_evaluator(m)().shape == (sizes[1], sizes[0])
+
+
+def test_stack_matrix_gradients_match_to_dense():
+    torch.manual_seed(1)
+    m = StackedACDC(8, 8, 3, init="uniform", dtype=torch.float64)
+    probe = torch.randn(8, 8, dtype=torch.float64)
+    grads = []
+    for fn in (stack_matrix, lambda mod: mod.to_dense()):
+        m.zero_grad()
+        (fn(m) * probe).sum().backward()
+        grads.append((m.a.grad.clone(), m.d.grad.clone()))
+    for g1, g2 in zip(*grads):
+        torch.testing.assert_close(g1, g2, atol=1e-10, rtol=0)
+
+
+def test_stack_matrix_rejects_nonlinear_stacks():
+    with pytest.raises(TypeError, match="linear StackedACDC"):
+        stack_matrix(StackedACDC(4, 4, 2, activation="relu"))
+
+
+def test_structured_and_dense_evaluation_give_the_same_fit(monkeypatch):
+    import torch_acdc.fit as fit
+
+    weight = torch.randn(10, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    dense_path = fit_dense(weight, 3, "random", optimizer="adam", steps=5, lr=1e-2, seed=0)
+    monkeypatch.setattr(fit, "DENSE_EVAL_MAX_FEATURES", 0)  # force module.to_dense()
+    structured_path = fit_dense(weight, 3, "random", optimizer="adam", steps=5, lr=1e-2, seed=0)
+    assert structured_path.history == pytest.approx(dense_path.history, rel=1e-9)
