@@ -18,8 +18,8 @@ Costs per row (rfft-sized FFTs; the two-signal transforms are one batched call e
     forward   rfft of (a_r x, a_i x), irfft                                          3 FFTs
     backward  G = rfft(g); r = irfft(conj(p) G, conj(q) G)  (r = F^-1 conj(D) F g)      3 FFTs
               grad_x = a_r r_r + a_i r_i,  grad_a = sum_batch x r
-              grad_d = conj(F g) * F(a x) / n assembled from G and S (S recomputed)     +2 FFTs (only if d
-                                                                                         needs a gradient)
+              grad_d = fft(g) * conj(fft(a x)) / n, assembled from G and S            +2 FFTs (S recomputed;
+                                                                                         only if d needs one)
 
 8 FFTs for forward+backward with only (x, a, d) saved (ACDC: 5); no division by a or d anywhere. Double
 backward goes through the differentiable torch ops of the backward; forward mode and vmap are explicit.
