@@ -90,22 +90,23 @@ def relative_error(approx: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.linalg.matrix_norm(approx - target) / torch.linalg.matrix_norm(target)
 
 
-def _make_optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+def _make_optimizer(name: str, params: list, lr: float) -> torch.optim.Optimizer:
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
     if name == "lbfgs":
         # One L-BFGS iteration per step() call, so `steps` counts iterations; max_eval bounds the evaluations
         # of one call (1 + the strong-Wolfe line search's; torch's default for max_iter=1 would allow none).
-        return torch.optim.LBFGS(params, lr=lr, max_iter=1, max_eval=1 + 25, history_size=50,
+        return torch.optim.LBFGS(params, lr=lr, max_iter=1, max_eval=1 + 25, history_size=10,
                                  line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
     raise ValueError(f"unknown optimizer {name!r}: expected one of {OPTIMIZERS}")
 
 
-def minimise(params: Iterable[torch.Tensor], objective: Callable[[], torch.Tensor], *, optimizer: str = "adam",
-             steps: int, lr: float, progress: bool = False, desc: str | None = None,
+def minimise(params: Iterable, objective: Callable[[], torch.Tensor], *, optimizer: str = "adam", steps: int,
+             lr: float, progress: bool = False, desc: str | None = None,
              transform: Callable[[float], float] | None = None) -> list[float]:
     """Minimise ``objective()`` (a scalar loss of ``params``) for ``steps`` Adam or L-BFGS iterations.
 
+    ``params``: tensors, or Adam parameter groups (e.g. from :func:`torch_acdc.recipe.param_groups`).
     Returns the history: the loss before each step, then the final loss (``steps + 1`` values), each passed
     through ``transform`` if given (e.g. ``math.sqrt`` to log an error from a squared-error loss).
     For L-BFGS the objective is memoised on the parameter values, so re-evaluating at the point where the
@@ -113,12 +114,15 @@ def minimise(params: Iterable[torch.Tensor], objective: Callable[[], torch.Tenso
     """
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    params = [p for p in params if p.requires_grad]
+    params = list(params)
+    if not (params and isinstance(params[0], dict)):
+        params = [p for p in params if p.requires_grad]
     opt = _make_optimizer(optimizer, params, lr)
+    tensors = [p for group in opt.param_groups for p in group["params"]]
     cache: dict = {}
 
     def closure() -> torch.Tensor:
-        flat = torch.cat([p.detach().reshape(-1) for p in params])
+        flat = torch.cat([p.detach().reshape(-1) for p in tensors])
         if "flat" in cache and torch.equal(flat, cache["flat"]):
             return cache["loss"]  # grads still hold this point's gradient
         opt.zero_grad()
