@@ -36,7 +36,7 @@ from .transform import (
 )
 from .kernels import diag_sums, gather_mul_sum, gather_scale, spectral_map_
 
-__all__ = ["acdc", "acdc_reference", "acdc_gathered", "permute", "acdc_makhoul", "packed_diagonal"]
+__all__ = ["acdc", "acdc_reference", "acdc_gathered", "permute", "packed_diagonal"]
 
 
 def packed_diagonal(d: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
@@ -191,13 +191,6 @@ def permute(x: torch.Tensor, idx: torch.Tensor, inv: torch.Tensor) -> torch.Tens
     if torch.compiler.is_compiling():
         return x.index_select(-1, idx)  # the compiler derives (and fuses) the backward itself
     return _Permute.apply(x, idx, inv)
-
-
-def acdc_makhoul(v: torch.Tensor, a_p: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """The ACDC middle on inputs already in Makhoul order (for fused stacks). (..., n) -> (..., n).
-
-    """
-    return acdc_gathered(v, a_p, d)
 
 
 def check_acdc_args(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor, bias) -> torch.dtype:

@@ -11,8 +11,8 @@ from torch import nn
 import torch.nn.functional as F
 
 from . import permutations
-from .functional import acdc, acdc_makhoul, permute
-from .transform import check_float_input, compute_dtype, makhoul_tables
+from .functional import acdc, acdc_gathered, permute
+from .transform import check_float_input, compute_dtype, makhoul_permutation
 
 __all__ = ["ACDC", "StackedACDC", "DiagonalLayer", "DiagonalStack", "INITS", "init_diagonals_"]
 
@@ -117,7 +117,7 @@ class DiagonalStack(nn.Module, abc.ABC):
     ``init_diagonal_``, ``layer(h, a_i, d_i)`` (one bias-free layer acting on the working order) and
     optionally ``working_order(n, dtype, device) -> (perm, iperm)``: the order the layers act in (None =
     natural order). Inputs are gathered into that order once; P^T of one layer, the shuffle and P of the
-    next are fused into a single gather.
+    next are fused into a single gather, handed to ``gathered_layer`` (which a subclass may fuse further).
     """
 
     acdc_diagonals = {"a": "A", "d": "D"}  # for torch_acdc.recipe.param_groups
@@ -167,6 +167,16 @@ class DiagonalStack(nn.Module, abc.ABC):
     def layer(self, h: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         """One bias-free layer on ``h`` (..., N) in the working order; a, d are one layer's diagonals."""
 
+    def gathered_layer(self, h: torch.Tensor, a: torch.Tensor, d: torch.Tensor, gather_in, gather_out):
+        """``G_out(layer(G_in(h)))`` with G = None or (idx, inverse idx) a gather of the last dimension.
+
+        Subclasses whose operator can fuse the gathers (StackedACDC) override this.
+        """
+        if gather_in is not None:
+            h = permute(h, *gather_in)
+        h = self.layer(h, a, d)
+        return permute(h, *gather_out) if gather_out is not None else h
+
     def _forward(self, x: torch.Tensor, use_bias: bool) -> torch.Tensor:
         _check_features(x, self.in_features, type(self).__name__)
         ct = compute_dtype(torch.promote_types(x.dtype, self.a.dtype))
@@ -175,27 +185,30 @@ class DiagonalStack(nn.Module, abc.ABC):
         if n > self.in_features:
             h = F.pad(h, (0, n - self.in_features))
         a = self.a.to(ct)
-        b = self.bias.to(ct) if (use_bias and self.bias is not None) else None
+        bias = self.bias.to(ct) if (use_bias and self.bias is not None) else None
+        b = bias
         order = self.working_order(n, ct, x.device)
+        pending = None  # the gather owed to the next layer's input
         if order is not None:
             perm, iperm = order
-            h = permute(h, perm, iperm)
+            pending = (perm, iperm)
             a = a.index_select(1, perm)
             b = b.index_select(1, perm) if b is not None else None
         d = self.d.to(ct)
         for i in range(self.depth):
-            h = self.layer(h, a[i], d[i])
+            last = i == self.depth - 1
+            out_gather = (order[1], order[0]) if (last and order is not None) else None
+            h = self.gathered_layer(h, a[i], d[i], pending, out_gather)
+            pending = None
             if b is not None:
-                h = h + b[i]
-            if i < self.depth - 1:
+                h = h + (bias[i] if last else b[i])  # the last layer's output is back in natural order
+            if not last:
                 if self.activation is not None:
                     h = self.activation(h)
                 if self.permutation is not None:
                     # v_next[j] = h_P[iperm[q[perm[j]]]]: P^T, the shuffle q and P of the next layer in one gather.
                     idx = self.perms[i] if order is None else order[1][self.perms[i][order[0]]]
-                    h = permute(h, idx, permutations.inverse(idx))
-        if order is not None:
-            h = permute(h, order[1], order[0])
+                    pending = (idx, permutations.inverse(idx))
         return h[..., : self.out_features].to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -237,8 +250,10 @@ class StackedACDC(DiagonalStack):
     """
 
     def working_order(self, n: int, dtype: torch.dtype, device: torch.device):
-        t = makhoul_tables(n, dtype, device)
-        return t.perm, t.iperm
+        return makhoul_permutation(n, device)
 
     def layer(self, h: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        return acdc_makhoul(h, a, d)
+        return acdc_gathered(h, a, d)
+
+    def gathered_layer(self, h, a, d, gather_in, gather_out):
+        return acdc_gathered(h, a, d, gather_in, gather_out)  # gathers fused into the layer's kernels
