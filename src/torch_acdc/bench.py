@@ -16,7 +16,8 @@ from torch import nn
 
 from .layers import ACDC, StackedACDC
 
-__all__ = ["BenchRow", "median_ms", "peak_memory_mb", "bench_size", "run", "format_table"]
+__all__ = ["BenchRow", "median_ms", "interleaved_ms", "peak_memory_mb", "bench_size", "run", "format_table",
+           "batch_sweep", "format_sweep"]
 
 
 @dataclass
@@ -61,16 +62,25 @@ def _sync(device: torch.device) -> None:
 
 def median_ms(fn, repeats: int = 20, warmup: int = 3, device: torch.device = torch.device("cpu")) -> float:
     """Median wall time of ``fn()`` in milliseconds."""
+    return interleaved_ms({"f": fn}, repeats, warmup, device)["f"]
+
+
+def interleaved_ms(fns: dict, repeats: int = 20, warmup: int = 3,
+                   device: torch.device = torch.device("cpu")) -> dict:
+    """Median wall time (ms) of each ``fns[name]()``, measured round-robin (one call of each per round) so
+    that load changes on a noisy machine hit all candidates alike and their ratios stay meaningful."""
     for _ in range(warmup):
-        fn()
+        for fn in fns.values():
+            fn()
     _sync(device)
-    times = []
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 
 def peak_memory_mb(fn, device: torch.device = torch.device("cpu")) -> float:
@@ -118,12 +128,43 @@ def bench_size(n: int, batch: int = 256, depth: int = 4, repeats: int = 20, devi
     models = {"linear": nn.Linear(n, n, **kw), "acdc": ACDC(n, **kw),
               "stack": StackedACDC(n, n, depth, **kw)}
     xd = x.detach()
-    res = {"rfft_ms": median_ms(lambda: torch.fft.rfft(xd), repeats, device=device)}
+    fns = {"rfft_ms": lambda: torch.fft.rfft(xd)}
     for name, m in models.items():
-        res[f"{name}_fwd_ms"] = median_ms(_fwd(m, x), repeats, device=device)
-        res[f"{name}_fb_ms"] = median_ms(_fwd_bwd(m, x), repeats, device=device)
+        fns[f"{name}_fwd_ms"] = _fwd(m, x)
+        fns[f"{name}_fb_ms"] = _fwd_bwd(m, x)
+    res = interleaved_ms(fns, repeats, device=device)
+    for name, m in models.items():
         res[f"{name}_peak_mb"] = peak_memory_mb(_fwd_bwd(m, x), device) if memory else float("nan")
     return BenchRow(n=n, batch=batch, stack_depth=depth, **res)
+
+
+def batch_sweep(sizes=(1024, 4096), batches=(1, 8, 64, 256, 1024, 4096), repeats: int = 10, device="cpu",
+                progress: bool = True) -> list[dict]:
+    """nn.Linear vs ACDC forward and forward+backward times over batch sizes (interleaved, one run)."""
+    from tqdm import tqdm
+
+    device = torch.device(device)
+    rows = []
+    for n, b in tqdm([(n, b) for n in sizes for b in batches], desc="batch sweep", disable=not progress):
+        x = torch.randn(b, n, device=device, requires_grad=True)
+        lin, acdc = nn.Linear(n, n, device=device), ACDC(n, device=device)
+        t = interleaved_ms({"linear_fwd_ms": _fwd(lin, x), "acdc_fwd_ms": _fwd(acdc, x),
+                            "linear_fb_ms": _fwd_bwd(lin, x), "acdc_fb_ms": _fwd_bwd(acdc, x)}, repeats,
+                           device=device)
+        rows.append({"n": n, "batch": b, **t, "fwd_speedup": t["linear_fwd_ms"] / t["acdc_fwd_ms"],
+                     "fb_speedup": t["linear_fb_ms"] / t["acdc_fb_ms"]})
+    return rows
+
+
+def format_sweep(rows: list[dict]) -> str:
+    """Markdown table of :func:`batch_sweep` rows; speedup > 1 means ACDC is faster."""
+    lines = ["| n | B | Linear fwd | ACDC fwd | fwd speedup | Linear f+b | ACDC f+b | f+b speedup |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['n']} | {r['batch']} | {r['linear_fwd_ms']:.3f} | {r['acdc_fwd_ms']:.3f} "
+                     f"| {r['fwd_speedup']:.1f}x | {r['linear_fb_ms']:.3f} | {r['acdc_fb_ms']:.3f} "
+                     f"| {r['fb_speedup']:.1f}x |")
+    return "\n".join(lines)
 
 
 def run(sizes=(512, 1024, 2048, 4096, 8192, 16384), batch: int = 256, depth: int = 4, repeats: int = 20,
