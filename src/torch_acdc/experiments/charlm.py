@@ -28,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..recipe import param_groups
-from ..training import CheckpointError, DistContext, StreamBatches, TrainState, CheckpointManager, distributed
+from ..training import CheckpointError, CheckpointManager, DistContext, StreamBatches, TrainState, distributed
 from .common import format_table, make_run_dir, new_figure, save_figure, seed_everything, write_json
 
 __all__ = ["CharLM", "CharLMConfig", "Corpus", "load_corpus", "count_parameters", "hidden_for_params",
@@ -50,11 +50,16 @@ class Corpus:
     sha256: str
 
     def encode(self, text: str) -> torch.Tensor:
-        index = {c: i for i, c in enumerate(self.vocab)}
-        missing = sorted(set(text) - set(index))
-        if missing:
-            raise ValueError(f"characters {missing!r} are not in the corpus vocabulary")
-        return torch.tensor([index[c] for c in text], dtype=torch.long)
+        return encode(text, self.vocab)
+
+
+def encode(text: str, vocab: str) -> torch.Tensor:
+    """LongTensor (len(text),) of each character's index in ``vocab``; ValueError for unknown characters."""
+    index = {c: i for i, c in enumerate(vocab)}
+    missing = sorted(set(text) - set(index))
+    if missing:
+        raise ValueError(f"characters {missing!r} are not in the corpus vocabulary")
+    return torch.tensor([index[c] for c in text], dtype=torch.long)
 
 
 def read_text(data: str | None) -> str:
@@ -79,8 +84,7 @@ def load_corpus(data: str | None, val_fraction: float, max_chars: int | None = N
     if max_chars is not None:
         text = text[:max_chars]
     vocab = "".join(sorted(set(text)))
-    index = {c: i for i, c in enumerate(vocab)}
-    tokens = torch.tensor([index[c] for c in text], dtype=torch.long)
+    tokens = encode(text, vocab)
     cut = int(round(len(tokens) * (1 - val_fraction)))
     return Corpus(vocab, tokens[:cut], tokens[cut:], hashlib.sha256(text.encode()).hexdigest())
 
