@@ -11,6 +11,10 @@ import sys
 
 COMMANDS = {
     "bench": "torch_acdc.bench_cli",
+    "approx": "torch_acdc.experiments.approx",
+    "linear-problem": "torch_acdc.experiments.linear_problem",
+    "classify": "torch_acdc.experiments.classify",
+    "cost": "torch_acdc.cost_cli",
     "charlm": "torch_acdc.experiments.charlm",
     "lstm-bench": "torch_acdc.lstm_bench_cli",
 }
