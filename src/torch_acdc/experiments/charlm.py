@@ -31,8 +31,8 @@ from ..recipe import param_groups
 from ..training import CheckpointError, CheckpointManager, DistContext, StreamBatches, TrainState, distributed
 from .common import format_table, make_run_dir, new_figure, save_figure, seed_everything, write_json
 
-__all__ = ["CharLM", "CharLMConfig", "Corpus", "load_corpus", "count_parameters", "hidden_for_params",
-           "evaluate_bpc", "sample_text", "train_charlm", "compare_charlm"]
+__all__ = ["CharLM", "CharLMConfig", "Corpus", "read_text", "encode", "load_corpus", "count_parameters",
+           "hidden_for_params", "evaluate_bpc", "sample_text", "train_charlm", "compare_charlm"]
 
 BUILTIN_CORPUS = "builtin:pydoc-topics"
 MODELS = ("dense", "acdc")
@@ -65,8 +65,11 @@ def encode(text: str, vocab: str) -> torch.Tensor:
 def read_text(data: str | None) -> str:
     """The UTF-8 text of file ``data``, or Python's bundled documentation text when ``data`` is None."""
     if data is None or data == BUILTIN_CORPUS:
-        from pydoc_data.topics import topics
-
+        try:
+            from pydoc_data.topics import topics
+        except ImportError:  # some distributions strip it from the standard library
+            raise ValueError("this Python has no pydoc_data module for the built-in text; pass --data FILE.txt") \
+                from None
         return "\n\n".join(topics[key] for key in sorted(topics))
     try:
         return Path(data).read_text(encoding="utf-8")
@@ -99,7 +102,7 @@ class CharLM(nn.Module):
     plus O(H * vocab_size) for the decoder.
     """
 
-    def __init__(self, vocab_size: int, hidden_size: int, embed_dim: int = 64, num_layers: int = 1,
+    def __init__(self, vocab_size: int, hidden_size: int, embed_dim: int = 32, num_layers: int = 1,
                  kind: str = "dense", depth: int = 2, permutation="random", dropout: float = 0.0,
                  device=None, dtype=None):
         super().__init__()
@@ -116,6 +119,10 @@ class CharLM(nn.Module):
             self.rnn = ACDCLSTM(embed_dim, hidden_size, num_layers, batch_first=True, dropout=dropout,
                                 depth=depth, permutation=permutation, **kw)
         self.decoder = nn.Linear(hidden_size, vocab_size, **kw)
+
+    def reset_parameters(self) -> None:
+        for module in (self.embed, self.rnn, self.decoder):
+            module.reset_parameters()
 
     def forward(self, tokens: torch.Tensor, state=None):
         output, state = self.rnn(self.embed(tokens), state)
