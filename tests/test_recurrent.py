@@ -195,7 +195,7 @@ def test_learns_a_delayed_copy_task():
     opt = torch.optim.Adam(param_groups(model, lr=1e-2), lr=1e-2)
     gen = torch.Generator().manual_seed(1)
     losses = []
-    for _ in range(100):
+    for _ in range(80):
         seq = torch.randint(0, vocab, (8, 32), generator=gen)
         out, _ = rnn(nn.functional.one_hot(seq, vocab).float())
         loss = nn.functional.cross_entropy(head(out[delay:]).reshape(-1, vocab), seq[:-delay].reshape(-1))
@@ -204,7 +204,7 @@ def test_learns_a_delayed_copy_task():
         opt.step()
         losses.append(loss.item())
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
-    assert first > 1.2 and last < 0.4, (first, last)  # measured: 1.32 -> 0.11
+    assert first > 1.2 and last < 0.5, (first, last)  # measured: 1.32 -> 0.23
 
 
 def test_lstm_bench_fast_writes_results_and_plot(tmp_path, capsys):
