@@ -93,7 +93,8 @@ def test_minimise_solves_a_quadratic(optimizer, lr, tol):
     p = torch.zeros(3, requires_grad=True)
     hist = minimise([p], lambda: (p - target).square().sum(), optimizer=optimizer, steps=100, lr=lr,
                     transform=math.sqrt)
-    assert len(hist) == 101 and hist[0] == pytest.approx(math.sqrt(14.0))
+    assert len(hist) == 101 if optimizer == "adam" else len(hist) < 101  # L-BFGS stops at convergence
+    assert hist[0] == pytest.approx(math.sqrt(14.0))
     assert hist[-1] < tol
     torch.testing.assert_close(p.detach(), target, atol=tol, rtol=0)
 

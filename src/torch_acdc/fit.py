@@ -14,6 +14,7 @@ backward of the stack on an (in x in) identity: O(depth * in * N log N) for N = 
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -74,7 +75,8 @@ class FitResult:
 
     module: the fitted stack (linear, no activation), ``module.to_dense() ≈ weight``.
     error: final relative Frobenius error ||W_hat - W||_F / ||W||_F.
-    history: error before each step, then the final error (``len == steps + 1``, ``history[-1] == error``).
+    history: error before each step, then the final error (``history[-1] == error``; ``steps + 1`` values,
+    fewer if L-BFGS converged early).
     """
 
     module: nn.Module
@@ -110,7 +112,9 @@ def minimise(params: Iterable, objective: Callable[[], torch.Tensor], *, optimiz
     Returns the history: the loss before each step, then the final loss (``steps + 1`` values), each passed
     through ``transform`` if given (e.g. ``math.sqrt`` to log an error from a squared-error loss).
     For L-BFGS the objective is memoised on the parameter values, so re-evaluating at the point where the
-    previous line search ended costs nothing (one iteration = the line search's evaluations only).
+    previous line search ended costs nothing (one iteration = the line search's evaluations only), and the
+    loop stops early, with a shorter history, once an iteration fails to lower the loss (converged: further
+    iterations would only repeat the failed line search).
     """
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
@@ -134,9 +138,13 @@ def minimise(params: Iterable, objective: Callable[[], torch.Tensor], *, optimiz
     fmt = transform or (lambda v: v)
     history = []
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+    previous = math.inf
     for _ in range(steps):
         if optimizer == "lbfgs":
             loss = closure()
+            if float(loss) >= previous:
+                break
+            previous = float(loss)
             opt.step(closure)
         else:
             opt.zero_grad()

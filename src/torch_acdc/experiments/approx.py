@@ -186,7 +186,9 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for (perm, depth), runs in fits.items():
         errors = [r["error"] for r in runs]
-        curve = [statistics.fmean(v) for v in zip(*(r["history"] for r in runs))]
+        length = max(len(r["history"]) for r in runs)  # L-BFGS histories end early at convergence
+        curve = [statistics.fmean(v) for v in zip(*(r["history"] + r["history"][-1:] * (length - len(r["history"]))
+                                                    for r in runs))]
         row = {"permutation": perm, "depth": depth, "params": runs[0]["params"], "errors": errors,
                "error_mean": statistics.fmean(errors),
                "error_std": statistics.pstdev(errors) if len(errors) > 1 else 0.0,
