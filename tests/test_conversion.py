@@ -9,7 +9,8 @@ from torch import nn
 
 from torch_acdc import StackedACDC
 from torch_acdc.conv import ACDCConv2d
-from torch_acdc.conversion import ConversionReport, convert, dense_madds, stack_madds
+from torch_acdc.conversion import ConversionReport, convert
+from torch_acdc.cost import layer_cost, model_cost
 from torch_acdc.fit import relative_error
 from torch_acdc.recipe import param_groups
 
@@ -68,7 +69,8 @@ def test_mlp_selection_wiring_and_report():
     torch.testing.assert_close(converted[2](torch.zeros(1, 256, dtype=torch.float64))[0], model[2].bias)
     first = report.replaced[0]
     assert (first.params_before, first.params_after) == (100 * 256 + 256, 3 * 3 * 256)
-    assert (first.madds_before, first.madds_after) == (dense_madds(100, 256), stack_madds(100, 256, 3))
+    assert first.madds_before == 100 * 256
+    assert first.madds_after == layer_cost(converted[0], (1, 100)).mult_adds
     assert report.model_params_before == sum(p.numel() for p in model.parameters())
     assert report.model_params_after == sum(p.numel() for p in converted.parameters())
     assert report.model_params_after < report.model_params_before / 10  # 94218 -> 7178
@@ -76,13 +78,6 @@ def test_mlp_selection_wiring_and_report():
     assert "replaced 2 module(s), skipped 1" in text and "| 2 | Linear | 256 | 256 |" in text
     assert report.as_dict()["replaced"][1]["params_after"] == 3 * 3 * 256
     assert {g["name"] for g in param_groups(converted, lr=0.1)} == {"acdc_A", "acdc_D", "other"}
-
-
-def test_stack_madds_formula():
-    assert dense_madds(256, 256) == 65536
-    assert stack_madds(256, 256, 1) == 2 * 256 + 2 * 256 * 8
-    assert stack_madds(100, 256, 2) == 2 * stack_madds(256, 256, 1)
-    assert stack_madds(1, 1, 3) == 6
 
 
 def test_cnn_converts_only_plain_1x1_convs_and_linears():
@@ -100,7 +95,10 @@ def test_cnn_converts_only_plain_1x1_convs_and_linears():
     assert [r.rows for r in report.replaced] == [2 * 8 * 8, 2 * 4 * 4, 2]
     before, after = report.madds_per_forward
     assert before == 128 * 16 * 64 + 32 * 64 * 64 + 2 * 64 * 128
-    assert after == 128 * stack_madds(16, 64, 2) + 32 * stack_madds(64, 64, 2) + 2 * stack_madds(64, 128, 2)
+    # the same numbers as the cost model's whole-model walk (ACDCConv2d declares cost(input_shape))
+    costs = {name: c.mult_adds for name, _, c in model_cost(converted, x.shape, dtype=torch.float64).layers}
+    assert after == pytest.approx(costs["expand"] + costs["reduce"] + costs["fc"])
+    assert costs["reduce"] == pytest.approx(layer_cost(converted.reduce.acdc, (2 * 4 * 4, 64)).mult_adds)
     assert "multiply-adds per forward" in report.summary()
 
 

@@ -10,10 +10,13 @@ C_in * C_out; cost O(depth * C log C) per pixel instead of O(C_in * C_out).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
 
+from .cost import LayerCost, layer_cost
 from .layers import StackedACDC
 
 __all__ = ["ACDCConv2d", "ACDCSeparableConv2d"]
@@ -67,6 +70,13 @@ class ACDCConv2d(nn.Module):
         if self.stride != (1, 1):
             x = x[..., :: self.stride[0], :: self.stride[1]]
         return self.acdc(x.movedim(-3, -1)).movedim(-1, -3)
+
+    def cost(self, input_shape) -> LayerCost:
+        """Cost of one call on ``input_shape`` (..., C_in, H, W): the stack's on every output pixel
+        (:mod:`torch_acdc.cost` protocol)."""
+        *lead, c, h, w = input_shape
+        pixels = math.prod(lead) * -(-h // self.stride[0]) * -(-w // self.stride[1])
+        return layer_cost(self.acdc, (pixels, c))
 
     def to_dense(self) -> torch.Tensor:
         """The equivalent ``nn.Conv2d`` weight (C_out, C_in, 1, 1); bias = ``self.acdc(zeros(C_in))``."""

@@ -6,14 +6,13 @@ original bias (in the last ACDC layer's bias). Optionally each stack is initiali
 with :func:`torch_acdc.fit.fit_dense`. The :class:`ConversionReport` lists each replaced module with its
 parameters and multiply-adds before and after, and the modules left alone with the reason.
 
-Cost model (multiply-adds per input row for Linear, per output pixel for a 1x1 conv; additions of biases not
-counted): dense ``in * out``; a depth-k stack on N = max(in, out) features ``k * (2N + 2 N log2 N)``
-(the two diagonals plus a DCT and an inverse DCT counted as N log2 N each).
+Multiply-adds (per input row for Linear, per output pixel for a 1x1 conv) come from the shared cost model
+:func:`torch_acdc.cost.layer_cost`: dense ``in * out``; a depth-k stack on N = max(in, out) features
+``k * (2 rFFTs of 2 N log2 N + ~7N elementwise)``.
 """
 from __future__ import annotations
 
 import copy
-import math
 import re
 from dataclasses import asdict, dataclass, field
 
@@ -22,22 +21,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .conv import ACDCConv2d
+from .cost import layer_cost
 from .experiments.common import format_table
 from .fit import fit_dense
 from .layers import StackedACDC
 
-__all__ = ["convert", "ConversionReport", "ReplacedModule", "dense_madds", "stack_madds"]
-
-
-def dense_madds(in_features: int, out_features: int) -> int:
-    """Multiply-adds of a dense (out x in) matrix applied to one row."""
-    return in_features * out_features
-
-
-def stack_madds(in_features: int, out_features: int, depth: int) -> int:
-    """Multiply-adds of a depth-``depth`` StackedACDC on one row: depth * (2N + 2 N log2 N), N = max(in, out)."""
-    n = max(in_features, out_features)
-    return depth * round(2 * n + 2 * n * math.log2(n)) if n > 1 else depth * 2
+__all__ = ["convert", "ConversionReport", "ReplacedModule"]
 
 
 @dataclass
@@ -52,8 +41,8 @@ class ReplacedModule:
     out_features: int
     params_before: int
     params_after: int
-    madds_before: int
-    madds_after: int
+    madds_before: float
+    madds_after: float
     rows: int | None = None
     fit_error: float | None = None
 
@@ -68,13 +57,13 @@ class ConversionReport:
     model_params_before: int = 0
     model_params_after: int = 0
 
-    def _sum(self, attr: str, per_forward: bool = False) -> int | None:
+    def _sum(self, attr: str, per_forward: bool = False) -> float | None:
         if per_forward and any(r.rows is None for r in self.replaced):
             return None
         return sum(getattr(r, attr) * (r.rows if per_forward else 1) for r in self.replaced)
 
     @property
-    def madds_per_forward(self) -> tuple[int, int] | None:
+    def madds_per_forward(self) -> tuple[float, float] | None:
         """(before, after) multiply-adds of the replaced modules in the example forward pass, if one was given."""
         before = self._sum("madds_before", per_forward=True)
         return None if before is None else (before, self._sum("madds_after", per_forward=True))
@@ -83,11 +72,12 @@ class ConversionReport:
         """A Markdown table: one row per replaced module, then the totals."""
         rows = [{"module": r.name, "kind": r.kind, "in": r.in_features, "out": r.out_features,
                  "params": f"{r.params_before} -> {r.params_after}",
-                 "madds/row": f"{r.madds_before} -> {r.madds_after}",
+                 "madds/row": f"{r.madds_before:.0f} -> {r.madds_after:.0f}",
                  "fit error": "" if r.fit_error is None else f"{r.fit_error:.3g}"} for r in self.replaced]
         rows.append({"module": "**replaced total**", "kind": "", "in": "", "out": "",
                      "params": f"{self._sum('params_before')} -> {self._sum('params_after')}",
-                     "madds/row": f"{self._sum('madds_before')} -> {self._sum('madds_after')}", "fit error": ""})
+                     "madds/row": f"{self._sum('madds_before'):.0f} -> {self._sum('madds_after'):.0f}",
+                     "fit error": ""})
         return format_table(rows)
 
     def summary(self) -> str:
@@ -96,7 +86,8 @@ class ConversionReport:
                 f"{before} -> {after} ({before / max(after, 1):.2f}x fewer)")
         if self.madds_per_forward is not None:
             mb, ma = self.madds_per_forward
-            text += f"; replaced modules' multiply-adds per forward {mb} -> {ma} ({mb / max(ma, 1):.2f}x fewer)"
+            text += (f"; replaced modules' multiply-adds per forward {mb:.4g} -> {ma:.4g} "
+                     f"({mb / max(ma, 1):.2f}x fewer)")
         return text
 
     def as_dict(self) -> dict:
@@ -147,6 +138,12 @@ def _features(module: nn.Module) -> tuple[int, int]:
 
 def _stack_params(in_f: int, out_f: int, depth: int, bias: bool) -> int:
     return depth * (3 if bias else 2) * max(in_f, out_f)
+
+
+def _madds_per_row(module: nn.Module, in_features: int) -> float:
+    """Multiply-adds of one call on one row (Linear, StackedACDC) or one 1x1 pixel (Conv2d)."""
+    shape = (1, in_features, 1, 1) if isinstance(module, nn.Conv2d) else (1, in_features)
+    return layer_cost(module, shape).mult_adds
 
 
 def _dense_weight(module: nn.Module) -> torch.Tensor:
@@ -251,7 +248,7 @@ def convert(model: nn.Module, *, pattern: str | None = None, min_features: int =
         report.replaced.append(ReplacedModule(
             name=name, kind=_kind(module), in_features=in_f, out_features=out_f,
             params_before=_count_params(module), params_after=_count_params(replacement),
-            madds_before=dense_madds(in_f, out_f), madds_after=stack_madds(in_f, out_f, depth),
+            madds_before=_madds_per_row(module, in_f), madds_after=_madds_per_row(stack, in_f),
             rows=rows.get(name), fit_error=error))
     if id(model) in new:  # the model itself is a Linear / 1x1 conv
         model = new[id(model)]
