@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .conv import ACDCConv2d
-from .cost import layer_cost
+from .cost import diagonal_stack_cost, layer_cost
 from .experiments.common import format_table
 from .fit import fit_dense
 from .layers import StackedACDC
@@ -125,7 +125,8 @@ def _skip_reason(module: nn.Module, name: str, pattern: re.Pattern | None, min_f
     in_f, out_f = _features(module)
     if min(in_f, out_f) < min_features:
         return f"min(in, out) = {min(in_f, out_f)} < min_features = {min_features}"
-    if _stack_params(in_f, out_f, depth, module.bias is not None) >= _count_params(module):
+    stack_params = diagonal_stack_cost(max(in_f, out_f), depth=depth, bias=module.bias is not None).params
+    if stack_params >= _count_params(module):
         return "no parameter saving at this depth"
     return None
 
@@ -134,10 +135,6 @@ def _features(module: nn.Module) -> tuple[int, int]:
     if isinstance(module, nn.Linear):
         return module.in_features, module.out_features
     return module.in_channels, module.out_channels
-
-
-def _stack_params(in_f: int, out_f: int, depth: int, bias: bool) -> int:
-    return depth * (3 if bias else 2) * max(in_f, out_f)
 
 
 def _madds_per_row(module: nn.Module, in_features: int) -> float:
