@@ -48,8 +48,8 @@ class ACDCLSTMCell(nn.Module):
     """One LSTM step with ACDC gate transforms (see the module docstring for the maths and parameter count).
 
     ``forward(x, state=None) -> (h, c)``: x (B, input_size) or unbatched (input_size,); state ``(h, c)``
-    each (B, hidden_size) (or (hidden_size,)), zeros when None. Same contract as ``nn.LSTMCell`` except that
-    it returns the tuple ``(h, c)`` (like ``nn.LSTMCell``). ``init`` is the diagonal init of the stacks.
+    each (B, hidden_size) (or (hidden_size,)), zeros when None: the contract of ``nn.LSTMCell``.
+    ``init`` is the diagonal init of the stacks ('paper' by default; train with ``recipe.param_groups``).
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, depth: int = 2,
