@@ -129,13 +129,18 @@ def _subsample(history: list[float], points: int = 200) -> list[tuple[int, float
     return [(i, history[i]) for i in idx]
 
 
-def _plot_errors(rows: list[dict], protocol: str, layer: str, path: Path) -> None:
+def _compares_to_log(args: argparse.Namespace) -> bool:
+    """The research log's numbers are comparable: its protocol, ACDC layers, n = 32."""
+    return args.protocol == "log" and args.layer == "acdc" and args.n == 32
+
+
+def _plot_errors(rows: list[dict], protocol: str, layer: str, compare: bool, path: Path) -> None:
     fig, ax = new_figure(figsize=(6.5, 4.2))
     for perm in dict.fromkeys(r["permutation"] for r in rows):
         rs = [r for r in rows if r["permutation"] == perm]
         line = ax.errorbar([r["params"] for r in rs], [r["error_mean"] for r in rs],
                            yerr=[r["error_std"] for r in rs], marker="o", capsize=3, label=f"{layer} {perm}")
-        if protocol == "log" and layer == "acdc":
+        if compare:
             ref = RESEARCH_LOG[perm]
             depths = [r["depth"] for r in rs if r["depth"] in ref]
             ax.plot([2 * 32 * d for d in depths], [ref[d][0] for d in depths], ls="--", alpha=0.6,
@@ -193,13 +198,13 @@ def run(args: argparse.Namespace) -> int:
                "error_mean": statistics.fmean(errors),
                "error_std": statistics.pstdev(errors) if len(errors) > 1 else 0.0,
                "mean_curve": _subsample(curve)}
-        if args.protocol == "log" and args.layer == "acdc" and depth in RESEARCH_LOG[perm]:
+        if _compares_to_log(args) and depth in RESEARCH_LOG[perm]:
             row["log_mean"], row["log_std"] = RESEARCH_LOG[perm][depth]
         rows.append(row)
     metric = ("relative Frobenius error ||W_hat - W||_F / ||W||_F" if args.protocol == "matrix" else
               "final mean squared error over 100 x n outputs of y = W x + b, x ~ U(0,1)^n")
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    _plot_errors(rows, args.protocol, args.layer, out / "error_vs_params.png")
+    _plot_errors(rows, args.protocol, args.layer, _compares_to_log(args), out / "error_vs_params.png")
     _plot_curves(rows, out / "curves.png")
     write_json(out / "results.json", {"experiment": "approx", "protocol": args.protocol, "metric": metric,
                                       "target": "file " + str(args.matrix) if matrix is not None else

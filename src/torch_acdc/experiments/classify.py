@@ -144,7 +144,7 @@ def train_classifier(model: nn.Module, train_data: TensorDataset, test_data: Ten
 
 # ------------------------------------------------------------------------------------------------ the command
 
-FAST = {"epochs": 8, "seeds": 1, "depth": 4}
+FAST = {"epochs": 5, "seeds": 1, "depth": 4}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

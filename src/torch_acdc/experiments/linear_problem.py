@@ -26,7 +26,7 @@ __all__ = ["make_problem", "train_stack", "add_arguments", "run", "THRESHOLD"]
 
 THRESHOLD = 0.02
 PERMUTATIONS = {"random": "random", "riffle": "riffle", "none": None}
-FAST = {"n": 16, "samples": 1000, "steps": 200, "depths": [1, 8], "permutations": ["random", "none"]}
+FAST = {"n": 16, "samples": 500, "steps": 150, "depths": [1, 4], "permutations": ["random", "none"]}
 
 
 def make_problem(n: int, samples: int, target: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
