@@ -12,6 +12,7 @@ def test_fast_mode(tmp_path, capsys):
     res = read_results(tmp_path)
     assert_png(tmp_path / "loss_curves.png")
     assert res["threshold"] == THRESHOLD and res["config"]["steps"] == 150
+    assert 0.01 < res["constant_predictor_mse"] < 0.05  # 16 * (1/48) * (1/12) ~ 0.028
     rows = {(r["permutation"], r["depth"]): r for r in res["rows"]}
     assert set(rows) == {(p, d) for p in ("random", "none") for d in (1, 4)}
     for r in rows.values():
