@@ -32,6 +32,8 @@ def test_log_protocol_compares_with_the_research_log(tmp_path):
     assert (r1["log_mean"], r2["log_mean"]) == (pytest.approx(0.0399, abs=1e-4), pytest.approx(0.0220, abs=1e-4))
     # Same order of magnitude as the log's numbers; a broken fit stays near the initial MSE (~0.3-0.5).
     assert 0.005 < r2["error_mean"] < r1["error_mean"] < 0.08
+    base = res["baselines"]
+    assert base["dense_least_squares"] < 1e-3 < base["constant"] < base["zero"]
     assert_png(tmp_path / "error_vs_params.png")
 
 

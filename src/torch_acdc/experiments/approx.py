@@ -29,7 +29,8 @@ from ..fit import OPTIMIZERS, fit_dense, matrix_evaluator, minimise
 from ..layers import StackedACDC
 from .common import format_table, make_run_dir, new_figure, save_figure, write_json
 
-__all__ = ["PROTOCOLS", "RESEARCH_LOG", "layer_class", "load_matrix", "approximate", "add_arguments", "run"]
+__all__ = ["PROTOCOLS", "RESEARCH_LOG", "layer_class", "load_matrix", "log_baselines", "approximate",
+           "add_arguments", "run"]
 
 PROTOCOLS = ("matrix", "log")
 PERMUTATIONS = {"random": "random", "riffle": "riffle", "none": None}
@@ -84,6 +85,19 @@ def _log_problem(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     b = (2 * torch.rand(n, generator=g) - 1) * bound
     x = torch.rand(LOG_SAMPLES, n, generator=g)
     return x, x @ w.T + b
+
+
+def log_baselines(n: int, seeds: int) -> dict:
+    """Reference MSEs of the log protocol, averaged over seeds: predicting 0, predicting each output's mean,
+    and the best bias-free dense matrix (least squares) -- what a structured fit should be judged against."""
+    zero, constant, dense = [], [], []
+    for seed in range(seeds):
+        x, y = (t.double() for t in _log_problem(n, seed))
+        zero.append(y.square().mean().item())
+        constant.append(y.var(0, correction=0).mean().item())
+        dense.append((x @ torch.linalg.lstsq(x, y).solution - y).square().mean().item())
+    return {"zero": statistics.fmean(zero), "constant": statistics.fmean(constant),
+            "dense_least_squares": statistics.fmean(dense)}
 
 
 def approximate(protocol: str, layer_cls, depth: int, permutation, seed: int, *, n: int = 32,
@@ -204,12 +218,13 @@ def run(args: argparse.Namespace) -> int:
     metric = ("relative Frobenius error ||W_hat - W||_F / ||W||_F" if args.protocol == "matrix" else
               "final mean squared error over 100 x n outputs of y = W x + b, x ~ U(0,1)^n")
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    baselines = log_baselines(args.n, args.seeds) if args.protocol == "log" else None
     _plot_errors(rows, args.protocol, args.layer, _compares_to_log(args), out / "error_vs_params.png")
     _plot_curves(rows, out / "curves.png")
     write_json(out / "results.json", {"experiment": "approx", "protocol": args.protocol, "metric": metric,
                                       "target": "file " + str(args.matrix) if matrix is not None else
                                       ("N(0,1) n x n" if args.protocol == "matrix" else "nn.Linear init W, b"),
-                                      "n": n, "config": config, "rows": rows})
+                                      "n": n, "config": config, "rows": rows, "baselines": baselines})
     cols = ["permutation", "depth", "params", "error"] + (["research log"] if "log_mean" in rows[0] else [])
     table = [{"permutation": r["permutation"], "depth": r["depth"], "params": r["params"],
               "error": f"{r['error_mean']:.4g} ± {r['error_std']:.2g}",
@@ -217,5 +232,7 @@ def run(args: argparse.Namespace) -> int:
              for r in rows]
     print(f"{args.layer} stacks, protocol {args.protocol}: {metric}; mean ± std over {args.seeds} seeds")
     print(format_table(table, cols))
+    if baselines:
+        print("baselines (MSE): " + ", ".join(f"{k} {v:.3g}" for k, v in baselines.items()))
     print(f"results: {out / 'results.json'}, plots: {out / 'error_vs_params.png'}, {out / 'curves.png'}")
     return 0
