@@ -1,22 +1,27 @@
-"""Checks shared by the experiment tests: run a command in-process, read its results, validate its plots."""
+"""Shared by the experiment/fit/cost tests: single-threaded runs, in-process commands, results, plot checks."""
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
 from torch_acdc.cli import main
 
 
-def run_command(*argv) -> int:
-    """``acdc *argv`` in this process, single-threaded (the fast modes' tensors are tiny: threads only add
-    synchronisation overhead); the thread count is restored afterwards."""
+@pytest.fixture(autouse=True)
+def single_threaded():
+    """Import into a test module to run its tests on one intra-op thread: their tensors are tiny, so threads
+    only add synchronisation overhead (several times slower on a busy 2-core machine). Restored afterwards."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    try:
-        return main([str(a) for a in argv])
-    finally:
-        torch.set_num_threads(threads)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_command(*argv) -> int:
+    """``acdc *argv`` in this process."""
+    return main([str(a) for a in argv])
 
 
 def read_results(out: Path) -> dict:

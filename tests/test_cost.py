@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from experiment_checks import single_threaded  # noqa: F401 (autouse fixture)
 from torch_acdc import ACDC, StackedACDC
 from torch_acdc.afdf import AFDF, StackedAFDF
 from torch_acdc.conv import ACDCConv2d

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from experiment_checks import assert_png, read_results, run_command
+from experiment_checks import assert_png, read_results, run_command, single_threaded  # noqa: F401 (autouse)
 from torch_acdc.experiments.approx import load_matrix
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from experiment_checks import assert_png, read_results, run_command
+from experiment_checks import assert_png, read_results, run_command, single_threaded  # noqa: F401 (autouse)
 from torch_acdc import StackedACDC
 from torch_acdc.experiments.classify import build_acdc_head, build_acdc_only, build_dense_mlp, train_classifier
 from torch_acdc.experiments.digits_data import MNIST_FILES, load_mnist, load_sklearn_digits, read_idx, write_idx

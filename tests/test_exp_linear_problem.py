@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from experiment_checks import assert_png, read_results, run_command
+from experiment_checks import assert_png, read_results, run_command, single_threaded  # noqa: F401 (autouse)
 from torch_acdc.experiments.linear_problem import THRESHOLD, make_problem, train_stack
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from experiment_checks import single_threaded  # noqa: F401 (autouse fixture)
 from torch_acdc import StackedACDC, acdc_reference
 from torch_acdc.fit import fit_dense, matrix_evaluator, minimise, relative_error, stack_matrix
 
