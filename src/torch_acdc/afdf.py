@@ -34,6 +34,7 @@ import functools
 
 import torch
 
+from .functional import check_operator_args
 from .layers import DiagonalLayer, DiagonalStack, INITS, init_diagonals_
 from .transform import check_float_input, compute_dtype
 
@@ -178,21 +179,8 @@ def as_real_pairs(t: torch.Tensor, name: str) -> torch.Tensor:
 
 def check_afdf_args(x, a, d, bias) -> tuple[torch.Tensor, torch.Tensor, torch.dtype]:
     """Validate an AFDF call; return a and d as real pairs (n, 2) and the compute dtype."""
-    check_float_input(x, "AFDF input")
     a, d = as_real_pairs(a, "a"), as_real_pairs(d, "d")
-    n = a.shape[0]
-    if bias is not None:
-        check_float_input(bias, "AFDF bias")
-    if d.shape[0] != n or (bias is not None and tuple(bias.shape) != (n,)):
-        raise ValueError(
-            f"AFDF a, d and bias must all have size n={n}, got a {tuple(a.shape)}, d {tuple(d.shape)}"
-            + (f", bias {tuple(bias.shape)}" if bias is not None else "")
-        )
-    if x.shape[-1] != n:
-        raise ValueError(f"AFDF expected input with last dimension {n}, got input of shape {tuple(x.shape)}")
-    if n == 0:
-        raise ValueError("AFDF needs n >= 1 features, got 0")
-    return a, d, compute_dtype(torch.promote_types(x.dtype, a.dtype))
+    return a, d, check_operator_args("AFDF", x, a, d, bias)
 
 
 def afdf(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -41,7 +41,7 @@ __all__ = ["acdc", "acdc_reference", "acdc_gathered", "permute", "packed_diagona
 
 def packed_diagonal(d: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
     """(n,) diagonal -> (h, 2) real pairs (d[k], d[n-k]) acting on the real view of z; d[n] := 0."""
-    return d.index_select(-1, t.pack).reshape(*d.shape[:-1], t.bins, 2) * t.pack_sign.abs()
+    return d.index_select(-1, t.pack).reshape(*d.shape[:-1], t.bins, 2) * t.pack_mask
 
 
 def middle_from_spectrum(z: torch.Tensor, d: torch.Tensor, t: MakhoulTables, pre=None) -> torch.Tensor:
@@ -193,24 +193,32 @@ def permute(x: torch.Tensor, idx: torch.Tensor, inv: torch.Tensor) -> torch.Tens
     return _Permute.apply(x, idx, inv)
 
 
-def check_acdc_args(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor, bias) -> torch.dtype:
-    """Validate shapes/dtypes of an ACDC call; return the compute dtype."""
-    check_float_input(x, "ACDC input")
-    for name, p in (("a", a), ("d", d)) + ((("bias", bias),) if bias is not None else ()):
-        check_float_input(p, f"ACDC diagonal {name}" if name != "bias" else "ACDC bias")
-        if p.dim() != 1:
-            raise ValueError(f"ACDC {name} must be 1-D of size n, got shape {tuple(p.shape)}")
+def check_operator_args(op: str, x: torch.Tensor, a: torch.Tensor, d: torch.Tensor, bias) -> torch.dtype:
+    """Shared checks of a diagonal-operator call (ACDC, AFDF): x real floating with last dimension n = len(a),
+    d and bias of length n, n >= 1. Returns the compute dtype. Errors name the expected and given sizes."""
+    check_float_input(x, f"{op} input")
+    if bias is not None:
+        check_float_input(bias, f"{op} bias")
     n = a.shape[0]
-    if d.shape[0] != n or (bias is not None and bias.shape[0] != n):
+    if d.shape[0] != n or (bias is not None and tuple(bias.shape) != (n,)):
         raise ValueError(
-            f"ACDC a, d and bias must all have size n={n}, got a {tuple(a.shape)}, d {tuple(d.shape)}"
+            f"{op} a, d and bias must all have size n={n}, got a {tuple(a.shape)}, d {tuple(d.shape)}"
             + (f", bias {tuple(bias.shape)}" if bias is not None else "")
         )
     if x.shape[-1] != n:
-        raise ValueError(f"ACDC expected input with last dimension {n}, got input of shape {tuple(x.shape)}")
+        raise ValueError(f"{op} expected input with last dimension {n}, got input of shape {tuple(x.shape)}")
     if n == 0:
-        raise ValueError("ACDC needs n >= 1 features, got 0")
+        raise ValueError(f"{op} needs n >= 1 features, got 0")
     return compute_dtype(torch.promote_types(x.dtype, a.dtype))
+
+
+def check_acdc_args(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor, bias) -> torch.dtype:
+    """Validate an ACDC call (real 1-D diagonals); return the compute dtype."""
+    for name, p in (("a", a), ("d", d)):
+        check_float_input(p, f"ACDC diagonal {name}")
+        if p.dim() != 1:
+            raise ValueError(f"ACDC {name} must be 1-D of size n, got shape {tuple(p.shape)}")
+    return check_operator_args("ACDC", x, a, d, bias)
 
 
 def acdc(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -16,6 +16,7 @@ Tests check both against each other.
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -153,18 +154,20 @@ def _np_complex_rows(z: torch.Tensor):
     return torch.view_as_real(z).reshape(-1, z.shape[-1], 2).numpy()
 
 
+@functools.lru_cache(maxsize=64)
+def _ones(n: int, dtype: torch.dtype):
+    """A cached CPU vector of ones standing in for an absent diagonal (never written to)."""
+    return torch.ones(n, dtype=dtype).numpy() if not dtype.is_complex else \
+        torch.view_as_real(torch.ones(n, dtype=dtype)).numpy()
+
+
 def _np_complex_vec(w: torch.Tensor | None, like: torch.Tensor):
-    if w is None:
-        w = torch.ones(like.shape[-1], dtype=like.dtype)
-    return torch.view_as_real(w).numpy()
+    return _ones(like.shape[-1], like.dtype) if w is None else torch.view_as_real(w).numpy()
 
 
-def _ones(n, like):
-    return torch.ones(n, dtype=like.dtype, device=like.device)
-
-
-def _arange(n, device):
-    return torch.arange(n, device=device)
+@functools.lru_cache(maxsize=64)
+def _arange(n: int):
+    return torch.arange(n).numpy()
 
 
 # -------------------------------------------------------------------------------------------- dispatchers
@@ -175,8 +178,8 @@ def gather_scale(x: torch.Tensor, idx: torch.Tensor | None, s: torch.Tensor | No
         return _gather_scale_torch(x, idx, s)
     n = x.shape[-1]
     out = torch.empty_like(x)
-    _nb_gather_scale(_np(_rows(x)), _np(idx if idx is not None else _arange(n, x.device)),
-                     _np(s if s is not None else _ones(n, x)), _np(_rows(out)))
+    _nb_gather_scale(_np(_rows(x)), _arange(n) if idx is None else _np(idx),
+                     _ones(n, x.dtype) if s is None else _np(s), _np(_rows(out)))
     return out
 
 
@@ -204,6 +207,5 @@ def gather_mul_sum(g: torch.Tensor, x: torch.Tensor, idx: torch.Tensor | None) -
         return _gather_mul_sum_torch(g, x, idx)
     n = g.shape[-1]
     out = torch.zeros(n, dtype=g.dtype)
-    _nb_gather_mul_sum(_np(_rows(g)), _np(_rows(x)), _np(idx if idx is not None else _arange(n, g.device)),
-                       _np(out))
+    _nb_gather_mul_sum(_np(_rows(g)), _np(_rows(x)), _arange(n) if idx is None else _np(idx), _np(out))
     return out

@@ -32,6 +32,14 @@ def init_diagonals_(t: torch.Tensor, init: str) -> torch.Tensor:
     raise ValueError(f"unknown init {init!r}: expected one of {INITS}")
 
 
+def _reset_diagonals(module: nn.Module) -> None:
+    """Shared reset_parameters of the diagonal layers: both diagonals by ``module.init``, bias to zero."""
+    module.init_diagonal_(module.a, module.init)
+    module.init_diagonal_(module.d, module.init)
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
 def _check_positive(name: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -75,10 +83,7 @@ class DiagonalLayer(nn.Module, abc.ABC):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        self.init_diagonal_(self.a, self.init)
-        self.init_diagonal_(self.d, self.init)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        _reset_diagonals(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_features(x, self.in_features, type(self).__name__)
@@ -154,10 +159,7 @@ class DiagonalStack(nn.Module, abc.ABC):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        self.init_diagonal_(self.a, self.init)
-        self.init_diagonal_(self.d, self.init)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        _reset_diagonals(self)
 
     def working_order(self, n: int, dtype: torch.dtype, device: torch.device):
         """(perm, iperm) of the order the layers act in, or None for the natural order."""

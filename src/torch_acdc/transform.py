@@ -46,6 +46,7 @@ class MakhoulTables:
     unpack_sign: torch.Tensor
     pack: torch.Tensor
     pack_sign: torch.Tensor
+    pack_mask: torch.Tensor
     scale: torch.Tensor
     inv_scale: torch.Tensor
 
@@ -104,6 +105,7 @@ def makhoul_tables(n: int, dtype: torch.dtype, device: torch.device) -> MakhoulT
         unpack_sign=unpack_sign.to(device=dev, dtype=dtype),
         pack=pack.reshape(-1).to(dev),
         pack_sign=pack_sign.to(device=dev, dtype=dtype),
+        pack_mask=pack_sign.abs().to(device=dev, dtype=dtype),
         scale=scale.to(device=dev, dtype=dtype),
         inv_scale=(1.0 / scale).to(device=dev, dtype=dtype),
     )
@@ -177,48 +179,37 @@ def _idct_forward(y: torch.Tensor) -> torch.Tensor:
     return inverse_spectrum(pack(y * t.inv_scale, t), t, overwrite=True).index_select(-1, t.iperm)
 
 
-class _DCT(torch.autograd.Function):
-    """Orthonormal DCT-II; backward = DCT-III (its adjoint), forward-mode = DCT-II of the tangent."""
+def _orthogonal_transform(name: str, forward_fn):
+    """An autograd Function for an orthogonal map T: backward applies T^T = T^-1 (its ``adjoint`` Function,
+    set below), forward mode applies T to the tangent, vmap is generated."""
 
-    generate_vmap_rule = True
+    class Transform(torch.autograd.Function):
+        generate_vmap_rule = True
+        adjoint: type
 
-    @staticmethod
-    def forward(x):
-        return _dct_forward(x)
+        @staticmethod
+        def forward(x):
+            return forward_fn(x)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
 
-    @staticmethod
-    def backward(ctx, g):
-        return _IDCT.apply(g)
+        @staticmethod
+        def backward(ctx, g):
+            return Transform.adjoint.apply(g)
 
-    @staticmethod
-    def jvp(ctx, dx):
-        return _DCT.apply(dx)
+        @staticmethod
+        def jvp(ctx, dx):
+            return Transform.apply(dx)
+
+    Transform.__name__ = Transform.__qualname__ = name
+    return Transform
 
 
-class _IDCT(torch.autograd.Function):
-    """Orthonormal DCT-III (inverse of DCT-II); backward = DCT-II."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(y):
-        return _idct_forward(y)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
-
-    @staticmethod
-    def backward(ctx, g):
-        return _DCT.apply(g)
-
-    @staticmethod
-    def jvp(ctx, dy):
-        return _IDCT.apply(dy)
+_DCT = _orthogonal_transform("_DCT", _dct_forward)  # orthonormal DCT-II
+_IDCT = _orthogonal_transform("_IDCT", _idct_forward)  # orthonormal DCT-III, its inverse and transpose
+_DCT.adjoint, _IDCT.adjoint = _IDCT, _DCT
 
 
 def _apply_lowp_safe(fn, x: torch.Tensor, what: str) -> torch.Tensor:
