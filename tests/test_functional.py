@@ -1,7 +1,8 @@
 """acdc() against the dense float64 reference; analytic gradients (reverse, double, forward, vmap); memory."""
 import pytest
+import scipy.fft
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 from torch.autograd import gradcheck, gradgradcheck
 
 from torch_acdc import acdc, acdc_reference
@@ -20,15 +21,18 @@ def test_matches_dense_reference(shape, n):
     torch.testing.assert_close(acdc(x, a, d, b), acdc_reference(x, a, d, b), rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("n", [64, 1000, 4096])
-def test_fp32_close_to_fp64_reference(n):
-    x, a, d, b = _args((8,), n, requires_grad=False)
+@pytest.mark.parametrize("n", [64, 1000, 4096, 65536])
+def test_fp32_close_to_fp64_scipy_composition(n):
+    """Large n: compare with scipy's float64 orthonormal DCTs composed as idct(d * dct(a * x)) + b."""
+    x, a, d, b = _args((4,), n, requires_grad=False)
     got = acdc(x.float(), a.float(), d.float(), b.float())
-    ref = acdc_reference(x, a, d, b)
+    ref = torch.from_numpy(scipy.fft.idct(d.numpy() * scipy.fft.dct(a.numpy() * x.numpy(), norm="ortho"),
+                                          norm="ortho")) + b
     assert ((got.double() - ref).abs().max() / ref.abs().max()).item() < 1e-5
 
 
-@given(shape=st.lists(st.integers(1, 3), min_size=0, max_size=2), n=st.integers(1, 12))
+@settings(max_examples=8)
+@given(shape=st.lists(st.integers(1, 2), min_size=0, max_size=2), n=st.integers(1, 9))
 def test_gradcheck_and_gradgradcheck(shape, n):
     args = _args(shape, n)
     assert gradcheck(acdc, args, check_batched_grad=True)
