@@ -183,3 +183,20 @@ def test_calibrate_returns_positive_constants():
     model = calibrate(repeats=3)
     assert model.balance > 0 and model.overhead > 0
     assert math.isfinite(model.balance) and math.isfinite(model.overhead)
+
+
+def test_cost_command(tmp_path, capsys):
+    from experiment_checks import assert_png, read_results, run_command
+
+    assert run_command("cost", "--fast", "--measure", "--repeats", 2, "--out", tmp_path) == 0
+    res = read_results(tmp_path)
+    assert_png(tmp_path / "crossover.png")
+    models = {(r["dataset"], r["model"]): r for r in res["models"]}
+    assert len(models) == 6 and not any(r["unmodelled"] for r in models.values())
+    assert models[("sklearn-digits", "acdc-only")]["params"] == 3 * 16 * 64  # depth 16, width 64
+    assert models[("mnist", "dense")]["params"] == 784 * 64 + 64 + 64 * 10 + 10
+    assert models[("mnist", "dense")]["flops"] == 2 * (784 * 64 + 64 * 10)
+    assert len(res["crossover"]) == 4 and {r["model_choice"] for r in res["crossover"]} <= {"dense", "structured"}
+    assert all(r["structured_ms"] > 0 and r["dense_ms"] > 0 for r in res["crossover"])
+    assert res["cost_model"] == {"balance": 10.0, "overhead": 2.5e6}
+    assert "agree on" in capsys.readouterr().out
