@@ -10,14 +10,20 @@ local IDX files with ``--data-dir``. Models (see the ``build_*`` functions):
 
 Training (:func:`train_classifier`): Adam on :func:`torch_acdc.recipe.param_groups` (no weight decay on the
 ACDC diagonals and the paper's x24 / x12 learning rates for A / D unless ``--lr-mult 1``), cross-entropy,
-shuffled mini-batches. Reported: test accuracy (mean +- std over seeds), parameters, multiply-adds and FLOPs
-per example from :mod:`torch_acdc.cost`.
+shuffled mini-batches (:class:`torch_acdc.training.ShardedBatches`: the batch order is a pure function of
+(seed, step)). Runs unchanged under ``torchrun --nproc_per_node=N`` (DDP, the global batch split over the
+processes); every ``--checkpoint-every`` steps each (model, seed) run writes an atomic checkpoint into
+``<out>/checkpoints/<model>-seed<seed>/`` and ``--resume`` continues from the newest readable one. Only rank 0
+writes results and prints. Reported: test accuracy (mean +- std over seeds), parameters, multiply-adds and
+FLOPs per example from :mod:`torch_acdc.cost`.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +34,7 @@ from tqdm.auto import tqdm
 from ..cost import model_cost
 from ..layers import StackedACDC
 from ..recipe import param_groups
+from ..training import CheckpointError, CheckpointManager, DistContext, ShardedBatches, TrainState, distributed
 from .common import format_table, make_run_dir, new_figure, save_figure, seed_everything, write_json
 from .digits_data import load_mnist, load_sklearn_digits
 
@@ -89,57 +96,129 @@ def build_model(name: str, in_features: int, num_classes: int, args: argparse.Na
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: TensorDataset, batch_size: int = 1024) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` on ``data`` in eval mode."""
+def evaluate(model: nn.Module, data: TensorDataset, batch_size: int = 1024,
+             ctx: DistContext | None = None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` (unwrapped, on ``ctx.device``) on ``data`` in eval mode.
+
+    Distributed: each rank scores a contiguous ``1/W`` of ``data`` and the sums are all-reduced, so every rank
+    returns the same numbers (collective: call it on every rank).
+    """
+    ctx = ctx or DistContext()
     model.eval()
-    loss = correct = 0.0
-    for x, y in DataLoader(data, batch_size=batch_size):
-        logits = model(x)
-        loss += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(-1) == y).sum().item()
+    rows = torch.arange(len(data)).tensor_split(ctx.world_size)[ctx.rank]
+    sums = torch.zeros(2, dtype=torch.float64)  # (loss sum, correct)
+    for x, y in DataLoader(torch.utils.data.Subset(data, rows.tolist()), batch_size=batch_size):
+        logits = model(x.to(ctx.device))
+        y = y.to(ctx.device)
+        sums[0] += F.cross_entropy(logits, y, reduction="sum").item()
+        sums[1] += (logits.argmax(-1) == y).sum().item()
+    loss, correct = ctx.all_reduce_sum(sums.to(ctx.device)).tolist()
     return loss / len(data), correct / len(data)
 
 
 @dataclass
 class TrainResult:
-    """``history``: one dict per epoch (epoch, train_loss, test_loss, test_accuracy); final test accuracy."""
+    """``history``: one dict per epoch (epoch, train_loss, test_loss, test_accuracy); final test accuracy;
+    ``resumed_from_step``: the checkpoint step training continued from (None for a fresh run)."""
 
     history: list[dict] = field(default_factory=list)
+    resumed_from_step: int | None = None
 
     @property
     def test_accuracy(self) -> float:
         return self.history[-1]["test_accuracy"]
 
 
+@dataclass
+class _Progress:
+    """What a run carries from step to step (and in its checkpoints) besides model, optimizer and RNG."""
+
+    step: int = 0
+    epoch_loss_sum: float = 0.0  # sum of this epoch's per-step mean training losses so far
+    history: list[dict] = field(default_factory=list)
+    resumed_from: int | None = None
+
+
+def _fingerprint(model: nn.Module, train_data: TensorDataset, **settings) -> dict:
+    """What a checkpoint must share with the run resuming it: architecture, training data and settings."""
+    digest = hashlib.sha256()
+    for t in train_data.tensors:
+        digest.update(t.cpu().contiguous().numpy().tobytes())
+    return {"architecture": repr(model), "train_sha256": digest.hexdigest(), **settings}
+
+
+def _resume(state: TrainState, fingerprint: dict, total_steps: int, desc: str | None) -> _Progress:
+    """The progress stored in the newest readable checkpoint (model, optimizer and RNG restored), after checking
+    it was written by this configuration; a fresh start when there is none."""
+    r = state.resume()
+    if r is None:
+        return _Progress()
+    saved = r.extra["fingerprint"]
+    diff = [f"{k}: checkpoint {saved.get(k)!r}, now {v!r}" for k, v in fingerprint.items() if saved.get(k) != v]
+    if diff:
+        raise CheckpointError(r.path, "was written by a different run configuration (" + "; ".join(diff) + ")")
+    if r.step > total_steps:
+        raise ValueError(f"{total_steps} training steps end before the checkpoint's step {r.step} ({r.path})")
+    if state.ctx.is_main:
+        print(f"{desc or 'classify'}: resuming after step {r.step} from {r.path}")
+    return _Progress(r.step, r.extra["epoch_loss_sum"], r.extra["history"], r.step)
+
+
 def train_classifier(model: nn.Module, train_data: TensorDataset, test_data: TensorDataset, *, epochs: int,
                      batch_size: int, lr: float, weight_decay: float = 0.0,
                      lr_multipliers: dict[str, float] | None = None, seed: int = 0, progress: bool = False,
-                     desc: str | None = None) -> TrainResult:
+                     desc: str | None = None, ctx: DistContext | None = None,
+                     checkpoints: CheckpointManager | None = None, checkpoint_every: int = 100,
+                     resume: bool = False) -> TrainResult:
     """Train ``model`` with Adam on ``param_groups(model, lr, weight_decay, lr_multipliers)`` and cross-entropy.
 
-    Shuffling uses a generator seeded with ``seed``; the test set is evaluated after every epoch.
+    Step ``s`` uses global batch ``s`` of ``ShardedBatches(len(train_data), batch_size, seed)`` (epoch-seeded
+    permutations, incomplete last batch dropped); under DDP (``ctx`` distributed) each rank takes its
+    contiguous share and gradients are averaged, so any number of processes follows the one-process
+    trajectory up to float rounding. The test set is evaluated after every epoch. With ``checkpoints``, a
+    :class:`~torch_acdc.training.TrainState` (model, optimizer, every rank's RNG, step, history) is saved
+    every ``checkpoint_every`` steps and after the last; ``resume`` continues from the newest readable one
+    (``epochs`` may be raised to extend a finished run). Collective when distributed: call on every rank.
     """
+    ctx = ctx or DistContext()
+    model.to(ctx.device)
+    net = ctx.wrap(model)
     opt = torch.optim.Adam(param_groups(model, lr, weight_decay, lr_multipliers))
-    loader = DataLoader(train_data, batch_size=batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed))
-    result = TrainResult()
-    bar = tqdm(total=epochs * len(loader), desc=desc, disable=not progress, leave=False)
-    for epoch in range(1, epochs + 1):
-        model.train()
-        total = 0.0
-        for x, y in loader:
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(y)
-            bar.update()
-        test_loss, test_acc = evaluate(model, test_data)
-        result.history.append({"epoch": epoch, "train_loss": total / len(train_data), "test_loss": test_loss,
-                               "test_accuracy": test_acc})
-        bar.set_postfix(acc=f"{test_acc:.3f}", refresh=False)
+    x_train, y_train = train_data.tensors
+    batches = ShardedBatches(len(train_data), batch_size, seed, ctx.rank, ctx.world_size)
+    per_epoch, total_steps = batches.steps_per_epoch, epochs * batches.steps_per_epoch
+    state = fingerprint = None
+    if checkpoints is not None:
+        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be a positive number of steps, got {checkpoint_every!r}")
+        state = TrainState(checkpoints, ctx, model=model, optimizer=opt)
+        fingerprint = _fingerprint(model, train_data, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                                   lr_multipliers=lr_multipliers, seed=seed)
+    run = _resume(state, fingerprint, total_steps, desc) if resume and state is not None else _Progress()
+
+    bar = tqdm(total=total_steps, initial=run.step, desc=desc, disable=not (progress and ctx.is_main),
+               leave=False)
+    for step in range(run.step, total_steps):
+        idx = batches.indices(step)
+        net.train()
+        loss = F.cross_entropy(net(x_train[idx].to(ctx.device)), y_train[idx].to(ctx.device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        run.epoch_loss_sum += ctx.all_reduce_sum(loss.detach()).item() / ctx.world_size
+        run.step = step + 1
+        bar.update()
+        if run.step % per_epoch == 0:
+            test_loss, test_acc = evaluate(model, test_data, ctx=ctx)
+            run.history.append({"epoch": run.step // per_epoch, "train_loss": run.epoch_loss_sum / per_epoch,
+                                "test_loss": test_loss, "test_accuracy": test_acc})
+            run.epoch_loss_sum = 0.0
+            bar.set_postfix(acc=f"{test_acc:.3f}", refresh=False)
+        if state is not None and (run.step % checkpoint_every == 0 or run.step == total_steps):
+            state.save(run.step, extra={"fingerprint": fingerprint, "history": run.history,
+                                        "epoch_loss_sum": run.epoch_loss_sum})
     bar.close()
-    return result
+    return TrainResult(run.history, run.resumed_from)
 
 
 # ------------------------------------------------------------------------------------------------ the command
@@ -163,6 +242,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--activation", default="relu", help="between ACDC layers: relu, tanh, ... or none")
     p.add_argument("--hidden", type=int, default=64, help="hidden units of the dense MLP")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--checkpoint-every", type=int, default=100,
+                   help="optimizer steps between checkpoints of each (model, seed) run (the last step always)")
+    p.add_argument("--keep", type=int, default=2, help="checkpoints kept per run (>= 2 keeps the previous good one)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue every run from its newest readable checkpoint in --out/checkpoints")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (under torchrun: cuda:LOCAL_RANK)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--fast", action="store_true", help=f"quick smoke run: {FAST}")
     p.add_argument("--out", default=None, help="run folder (default runs/classify-<time>)")
     p.add_argument("--no-progress", action="store_true")
@@ -189,36 +275,49 @@ def run(args: argparse.Namespace) -> int:
     if args.fast:
         for key, value in FAST.items():
             setattr(args, key, value)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     data = (load_mnist(args.data_dir, args.limit_train, args.limit_test) if args.data_dir
             else load_sklearn_digits(seed=0))
     mult = None if args.lr_mult is None else {"A": args.lr_mult, "D": args.lr_mult}
-    out = make_run_dir(args.out, "classify")
-    print(data.describe())
-    rows, curves, runs = [], {}, {}
-    for name in args.models:
-        accs = []
-        for seed in range(args.seeds):
-            seed_everything(seed)
-            model = build_model(name, data.in_features, data.num_classes, args)
-            res = train_classifier(model, data.train, data.test, epochs=args.epochs, batch_size=args.batch_size,
-                                   lr=args.lr, weight_decay=args.weight_decay, lr_multipliers=mult, seed=seed,
-                                   progress=not args.no_progress, desc=f"{name} seed {seed}")
-            accs.append(res.test_accuracy)
-            curves.setdefault(name, []).append([h["test_accuracy"] for h in res.history])
-            runs.setdefault(name, []).append(res.history)
-        cost = model_cost(model, (1, data.in_features)).total
-        mean, std = _mean_std(accs)
-        rows.append({"model": name, "test_accuracy": mean, "test_accuracy_std": std, "accuracies": accs,
-                     "params": cost.params, "mult_adds": cost.mult_adds, "flops": cost.flops,
-                     "architecture": repr(model)})
-    _plot(curves, out / "accuracy.png")
-    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    write_json(out / "results.json", {"experiment": "classify", "dataset": data.name, "config": config,
-                                      "train_size": len(data.train), "test_size": len(data.test),
-                                      "cost_units": "per example; mult_adds = real multiply-adds, flops = 2 x",
-                                      "rows": rows, "histories": runs})
-    table = [{"model": r["model"], "test accuracy": f"{r['test_accuracy']:.4f} ± {r['test_accuracy_std']:.4f}",
-              "params": r["params"], "mult-adds": int(r["mult_adds"]), "FLOPs": int(r["flops"])} for r in rows]
-    print(format_table(table))
-    print(f"results: {out / 'results.json'}, plot: {out / 'accuracy.png'}")
+    with distributed(args.device) as ctx:
+        out = make_run_dir(args.out, "classify") if ctx.is_main else None
+        out = Path(ctx.broadcast_object(str(out) if out else None))
+        if ctx.is_main:
+            print(data.describe())
+        rows, curves, runs, resumed = [], {}, {}, {}
+        for name in args.models:
+            accs = []
+            for seed in range(args.seeds):
+                seed_everything(seed)  # the same initial model on every rank
+                model = build_model(name, data.in_features, data.num_classes, args)
+                label = f"{name}-seed{seed}"
+                res = train_classifier(model, data.train, data.test, epochs=args.epochs, batch_size=args.batch_size,
+                                       lr=args.lr, weight_decay=args.weight_decay, lr_multipliers=mult, seed=seed,
+                                       progress=not args.no_progress, desc=f"{name} seed {seed}", ctx=ctx,
+                                       checkpoints=CheckpointManager(out / "checkpoints" / label, keep=args.keep),
+                                       checkpoint_every=args.checkpoint_every, resume=args.resume)
+                accs.append(res.test_accuracy)
+                curves.setdefault(name, []).append([h["test_accuracy"] for h in res.history])
+                runs.setdefault(name, []).append(res.history)
+                resumed[label] = res.resumed_from_step
+            cost = model_cost(model, (1, data.in_features)).total
+            mean, std = _mean_std(accs)
+            rows.append({"model": name, "test_accuracy": mean, "test_accuracy_std": std, "accuracies": accs,
+                         "params": cost.params, "mult_adds": cost.mult_adds, "flops": cost.flops,
+                         "architecture": repr(model)})
+        if not ctx.is_main:
+            return 0
+        _plot(curves, out / "accuracy.png")
+        config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+        write_json(out / "results.json", {"experiment": "classify", "dataset": data.name, "config": config,
+                                          "train_size": len(data.train), "test_size": len(data.test),
+                                          "cost_units": "per example; mult_adds = real multiply-adds, flops = 2 x",
+                                          "world_size": ctx.world_size, "resumed_from_step": resumed,
+                                          "rows": rows, "histories": runs})
+        table = [{"model": r["model"], "test accuracy": f"{r['test_accuracy']:.4f} ± {r['test_accuracy_std']:.4f}",
+                  "params": r["params"], "mult-adds": int(r["mult_adds"]), "FLOPs": int(r["flops"])} for r in rows]
+        print(f"{ctx.world_size} process(es), {torch.get_num_threads()} thread(s)")
+        print(format_table(table))
+        print(f"results: {out / 'results.json'}, plot: {out / 'accuracy.png'}")
     return 0
