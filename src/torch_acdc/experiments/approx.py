@@ -114,8 +114,8 @@ def approximate(protocol: str, layer_cls, depth: int, permutation, seed: int, *,
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             module = layer_cls(n, n, depth, permutation=permutation, bias=False)
-        matrix = matrix_evaluator(module)
-        history = minimise(module.parameters(), lambda: F.mse_loss(x @ matrix().to(x.dtype).T, y),
+        weight = matrix_evaluator(module)
+        history = minimise(module.parameters(), lambda: F.mse_loss(x @ weight().to(x.dtype).T, y),
                            optimizer=optimizer, steps=steps, lr=lr)
         return {"error": history[-1], "history": history, "params": sum(p.numel() for p in module.parameters())}
     raise ValueError(f"unknown protocol {protocol!r}: expected one of {PROTOCOLS}")
@@ -137,6 +137,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _summarise(runs: list[dict]) -> dict:
+    """Seeds of one configuration -> params, errors, mean, population std and the mean error curve."""
+    errors = [r["error"] for r in runs]
+    length = max(len(r["history"]) for r in runs)  # L-BFGS histories end early at convergence: pad
+    padded = [r["history"] + r["history"][-1:] * (length - len(r["history"])) for r in runs]
+    return {"params": runs[0]["params"], "errors": errors, "error_mean": statistics.fmean(errors),
+            "error_std": statistics.pstdev(errors) if len(errors) > 1 else 0.0,
+            "mean_curve": _subsample([statistics.fmean(v) for v in zip(*padded)])}
+
+
 def _subsample(history: list[float], points: int = 200) -> list[tuple[int, float]]:
     stride = max(1, len(history) // points)
     idx = sorted(set(range(0, len(history), stride)) | {len(history) - 1})
@@ -155,9 +165,8 @@ def _plot_errors(rows: list[dict], protocol: str, layer: str, compare: bool, pat
         line = ax.errorbar([r["params"] for r in rs], [r["error_mean"] for r in rs],
                            yerr=[r["error_std"] for r in rs], marker="o", capsize=3, label=f"{layer} {perm}")
         if compare:
-            ref = RESEARCH_LOG[perm]
-            depths = [r["depth"] for r in rs if r["depth"] in ref]
-            ax.plot([2 * 32 * d for d in depths], [ref[d][0] for d in depths], ls="--", alpha=0.6,
+            ref = [r for r in rs if "log_mean" in r]
+            ax.plot([r["params"] for r in ref], [r["log_mean"] for r in ref], ls="--", alpha=0.6,
                     color=line[0].get_color(), label=f"research log {perm}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -204,14 +213,7 @@ def run(args: argparse.Namespace) -> int:
                         optimizer=args.optimizer, steps=args.steps, lr=args.lr))
     rows = []
     for (perm, depth), runs in fits.items():
-        errors = [r["error"] for r in runs]
-        length = max(len(r["history"]) for r in runs)  # L-BFGS histories end early at convergence
-        curve = [statistics.fmean(v) for v in zip(*(r["history"] + r["history"][-1:] * (length - len(r["history"]))
-                                                    for r in runs))]
-        row = {"permutation": perm, "depth": depth, "params": runs[0]["params"], "errors": errors,
-               "error_mean": statistics.fmean(errors),
-               "error_std": statistics.pstdev(errors) if len(errors) > 1 else 0.0,
-               "mean_curve": _subsample(curve)}
+        row = {"permutation": perm, "depth": depth, **_summarise(runs)}
         if _compares_to_log(args) and depth in RESEARCH_LOG[perm]:
             row["log_mean"], row["log_std"] = RESEARCH_LOG[perm][depth]
         rows.append(row)
