@@ -16,7 +16,6 @@ Writes results.json, error_vs_params.png and curves.png (mean error during optim
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 from ..fit import OPTIMIZERS, fit_dense, matrix_evaluator, minimise
 from ..layers import StackedACDC
 from .common import format_table, make_run_dir, new_figure, save_figure, write_json
+from .linear_problem import make_problem
 
 __all__ = ["PROTOCOLS", "RESEARCH_LOG", "layer_class", "load_matrix", "log_baselines", "approximate",
            "add_arguments", "run"]
@@ -78,13 +78,9 @@ def load_matrix(path: str | Path) -> torch.Tensor:
 
 
 def _log_problem(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) of the research log's protocol for one seed: nn.Linear-style W, b; x ~ U(0, 1)."""
-    g = torch.Generator().manual_seed(seed)
-    bound = 1.0 / math.sqrt(n)
-    w = (2 * torch.rand(n, n, generator=g) - 1) * bound
-    b = (2 * torch.rand(n, generator=g) - 1) * bound
-    x = torch.rand(LOG_SAMPLES, n, generator=g)
-    return x, x @ w.T + b
+    """(x, y) of the research log's protocol for one seed: nn.Linear-style W, b; 100 inputs x ~ U(0, 1)^n
+    (the linear problem's targets, with fewer samples)."""
+    return make_problem(n, LOG_SAMPLES, "linear-init", seed)
 
 
 def log_baselines(n: int, seeds: int) -> dict:
