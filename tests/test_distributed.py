@@ -1,40 +1,18 @@
 """`acdc charlm` under torchrun: 2 gloo processes on loopback == 1 process on the same global batch; resumable."""
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from torch_acdc.cli import main
 from torch_acdc.training import load_checkpoint
+from torchrun_helpers import needs_gloo, torchrun
 
-pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                                reason="torch.distributed with gloo is not available")
+pytestmark = needs_gloo
 
 STEPS = 6
 ARGS = ["charlm", "--fast", "--hidden", "16", "--embed", "8", "--batch", "4", "--bptt", "16", "--steps",
         str(STEPS), "--checkpoint-every", "3", "--val-every", "3", "--no-progress", "--sample", "0"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if sys.platform.startswith("linux"):
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback only; no dependence on host name resolution
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", "-m", "torch_acdc.cli", *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +27,7 @@ def text_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_process_run(text_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    proc = _torchrun(*ARGS, "--data", str(text_file), "--out", str(out))
+    proc = torchrun(*ARGS, "--data", str(text_file), "--out", str(out))
     return out, proc
 
 
@@ -85,7 +63,7 @@ def test_two_process_run_resumes_bitwise(text_file, two_process_run, tmp_path):
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "ckpt-00000003.pt").write_bytes((out2 / "checkpoints" / "ckpt-00000003.pt")
                                                                 .read_bytes())
-    _torchrun(*ARGS, "--data", str(text_file), "--out", str(tmp_path), "--resume")
+    torchrun(*ARGS, "--data", str(text_file), "--out", str(tmp_path), "--resume")
     resumed, straight = _model(tmp_path, STEPS), _model(out2, STEPS)
     exact = {"rtol": 0, "atol": 0}
     torch.testing.assert_close(resumed["components"]["model"], straight["components"]["model"], **exact)
