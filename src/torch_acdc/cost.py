@@ -80,7 +80,7 @@ class CostModel:
 
     Defaults: :func:`calibrate` on the development machine (one core of a 2-core CPU VM, torch 2.13 eager,
     fp32): moving an element costs ~10 MACs, and one pass of the structured path (Python, autograd Function
-    and kernel dispatch, ~0.1 ms) ~2.5e6 MACs. With them the model picked the faster form in 54/54 measured
+    and kernel dispatch, ~30 us) ~2.5e6 MACs. With them the model picked the faster form in 54/54 measured
     cases (``acdc cost --calibrate --measure``). Calibrate again for another machine.
     """
 
