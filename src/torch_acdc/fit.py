@@ -5,9 +5,10 @@ with the same constructor and ``to_dense()``) by minimising the squared *relativ
 
     error(W_hat, W) = ||W_hat - W||_F / ||W||_F
 
-on the matrix itself (the stack's ``to_dense()``, i.e. the stack applied to the identity): deterministic, no
-sampling noise, and scale-free (0 is exact, 1 is as good as the zero matrix). One step costs one forward and
-backward of the stack on an (in x in) identity: O(depth * in * N log N) for N = max(in, out).
+on the matrix itself (the stack applied to the identity): deterministic, no sampling noise, and scale-free
+(0 is exact, 1 is as good as the zero matrix). One step costs one forward and backward of the stack on an
+(in x in) identity, O(depth * in * N log N) for N = max(in, out); stacks up to DENSE_EVAL_MAX_FEATURES wide
+are instead evaluated by :func:`stack_matrix` (dense per-layer matrices, faster at those sizes).
 
 :func:`minimise` is the optimisation loop it is built on; experiments use it for other objectives too
 (e.g. mean-squared error on (x, y) pairs).
@@ -187,11 +188,10 @@ def fit_dense(weight: torch.Tensor, depth: int, permutation="random", *, optimiz
             torch.manual_seed(seed)
         module = layer_cls(in_features, out_features, depth, permutation=permutation, bias=bias, init=init,
                            device=target.device, dtype=target.dtype)
-    target_sq = torch.linalg.matrix_norm(target).square()
     matrix = matrix_evaluator(module)
 
     def objective() -> torch.Tensor:
-        return torch.linalg.matrix_norm(matrix().to(target.dtype) - target).square() / target_sq
+        return relative_error(matrix().to(target.dtype), target).square()
 
     params = [p for name, p in module.named_parameters() if name.split(".")[-1] != "bias"]
     history = minimise(params, objective, optimizer=optimizer, steps=steps, lr=lr, progress=progress,
