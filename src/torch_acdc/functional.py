@@ -94,14 +94,15 @@ def acdc_grads(grad_y, x, a_p, d, in_idx=None, in_inv=None, out_inv=None, needs=
     t = makhoul_tables(x.shape[-1], x.dtype, x.device)
     grad_x = grad_a = grad_d = None
     zeta = spectrum(_gather(grad_y, out_inv), t)
+    v = _gather(x, in_idx) if (needs[1] or needs[2]) else None  # one gather serves both grad_d and grad_a
     if needs[2]:
-        grad_d = diag_grad_from_spectra(rfft(gather_scale(x, in_idx, a_p), t), zeta, t)
+        grad_d = diag_grad_from_spectra(rfft(v * a_p, t), zeta, t)
     if needs[0] or needs[1]:
         g = middle_from_spectrum(zeta, d, t)
         if needs[0]:
             grad_x = gather_scale(g, in_inv, a_p if in_inv is None else a_p.index_select(-1, in_inv))
         if needs[1]:
-            grad_a = gather_mul_sum(g, x, in_idx)
+            grad_a = gather_mul_sum(g, v, None)
     return grad_x, grad_a, grad_d
 
 
