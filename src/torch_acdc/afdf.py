@@ -36,7 +36,7 @@ import torch
 
 from .functional import check_operator_args
 from .layers import DiagonalLayer, DiagonalStack, INITS, init_diagonals_
-from .transform import check_float_input, compute_dtype
+from .transform import check_float_input, compute_dtype, irfft, rfft
 
 __all__ = ["afdf", "afdf_reference", "AFDF", "StackedAFDF", "init_complex_diagonals_", "as_real_pairs"]
 
@@ -57,18 +57,6 @@ def _grad_d_index(n: int, device: torch.device) -> torch.Tensor:
     return torch.where(j < h, j, h + (n - j)).to(device)
 
 
-def _rfft(v: torch.Tensor) -> torch.Tensor:
-    if v.numel() == 0:  # MKL rejects empty FFTs
-        return torch.zeros(*v.shape[:-1], v.shape[-1] // 2 + 1, dtype=v.dtype.to_complex(), device=v.device)
-    return torch.fft.rfft(v)
-
-
-def _irfft(z: torch.Tensor, n: int) -> torch.Tensor:
-    if z.numel() == 0:
-        return torch.zeros(*z.shape[:-1], n, dtype=z.real.dtype, device=z.device)
-    return torch.fft.irfft(z, n)
-
-
 def spectral_weights(d: torch.Tensor) -> torch.Tensor:
     """(n, 2) real pairs of d -> (2, h) complex (p, q): the weights of the two half spectra. O(n)."""
     n = d.shape[0]
@@ -85,12 +73,12 @@ def spectral_weights(d: torch.Tensor) -> torch.Tensor:
 
 def spectra(x: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:
     """S = rfft((a_r x, a_i x)): x (..., n), a_t (2, n) -> (..., 2, h) complex. One batched rfft."""
-    return _rfft(x.unsqueeze(-2) * a_t)
+    return rfft(x.unsqueeze(-2) * a_t)
 
 
 def mix(s: torch.Tensor, pq: torch.Tensor, n: int) -> torch.Tensor:
     """irfft(p S_r + q S_i): (..., 2, h) -> (..., n). One irfft."""
-    return _irfft(torch.addcmul(s[..., 0, :] * pq[0], s[..., 1, :], pq[1]), n)
+    return irfft(torch.addcmul(s[..., 0, :] * pq[0], s[..., 1, :], pq[1]), n)
 
 
 def _sum_leading(t: torch.Tensor) -> torch.Tensor:
@@ -122,11 +110,11 @@ class _AFDF(torch.autograd.Function):
         x, a, d = ctx.saved_tensors
         n = x.shape[-1]
         a_t = _pairs_t(a)
-        g = _rfft(grad_y)  # (..., h)
+        g = rfft(grad_y)  # (..., h)
         grad_x = grad_a = grad_d = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
             # r = F^-1 D^H F g, as (Re, Im) rows: (..., 2, n)
-            r = _irfft(g.unsqueeze(-2) * spectral_weights(d).conj().resolve_conj(), n)
+            r = irfft(g.unsqueeze(-2) * spectral_weights(d).conj().resolve_conj(), n)
             if ctx.needs_input_grad[0]:
                 grad_x = torch.addcmul(r[..., 0, :] * a_t[0], r[..., 1, :], a_t[1])
             if ctx.needs_input_grad[1]:
@@ -153,7 +141,7 @@ class _AFDF(torch.autograd.Function):
                 s = dx.unsqueeze(-2) * _pairs_t(a)
             else:
                 s = torch.addcmul(dx.unsqueeze(-2) * _pairs_t(a), x.unsqueeze(-2), _pairs_t(da))
-            out = mix(_rfft(s), spectral_weights(d), n)
+            out = mix(rfft(s), spectral_weights(d), n)
         if dd is not None:
             term = mix(spectra(x, _pairs_t(a)), spectral_weights(dd), n)
             out = term if out is None else out + term

@@ -30,6 +30,7 @@ from .transform import (
     dct_matrix,
     inverse_spectrum,
     makhoul_permutation,
+    irfft,
     makhoul_tables,
     rfft,
     spectrum,
@@ -49,15 +50,13 @@ def middle_from_spectrum(z: torch.Tensor, d: torch.Tensor, t: MakhoulTables, pre
 
     ``pre``: a twiddle still to apply to z first (so z may be a raw rfft output).
     """
-    if z.numel() == 0:
-        return torch.zeros(*z.shape[:-1], t.n, dtype=t.scale.dtype, device=z.device)
-    return torch.fft.irfft(spectral_map_(z, pre, packed_diagonal(d, t), t.untwiddle), t.n)
+    return irfft(spectral_map_(z, pre, packed_diagonal(d, t), t.untwiddle), t.n)
 
 
 def middle(v: torch.Tensor, d: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
     """M^-1 diag(d) M in Makhoul order: (..., n) -> (..., n). 1 rfft + 1 irfft + one fused pass over the
     spectrum in place: the only allocations are the two FFT outputs."""
-    return middle_from_spectrum(rfft(v, t), d, t, pre=t.twiddle)
+    return middle_from_spectrum(rfft(v), d, t, pre=t.twiddle)
 
 
 def diag_grad_from_spectra(V: torch.Tensor, zeta: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
@@ -96,7 +95,7 @@ def acdc_grads(grad_y, x, a_p, d, in_idx=None, in_inv=None, out_inv=None, needs=
     zeta = spectrum(_gather(grad_y, out_inv), t)
     v = _gather(x, in_idx) if (needs[1] or needs[2]) else None  # one gather serves both grad_d and grad_a
     if needs[2]:
-        grad_d = diag_grad_from_spectra(rfft(v * a_p, t), zeta, t)
+        grad_d = diag_grad_from_spectra(rfft(v * a_p), zeta, t)
     if needs[0] or needs[1]:
         g = middle_from_spectrum(zeta, d, t)
         if needs[0]:

@@ -135,16 +135,23 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 # ---- packed spectrum <-> real coefficients (the unnormalised DCT-II M and its inverse) ----
 
-def rfft(v: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
+def rfft(v: torch.Tensor) -> torch.Tensor:
     """torch.fft.rfft over the last dimension, also for an empty batch (MKL rejects empty FFTs)."""
     if v.numel() == 0:
-        return v.new_zeros(*v.shape[:-1], t.bins, dtype=t.twiddle.dtype)
+        return v.new_zeros(*v.shape[:-1], v.shape[-1] // 2 + 1, dtype=v.dtype.to_complex())
     return torch.fft.rfft(v)
+
+
+def irfft(z: torch.Tensor, n: int) -> torch.Tensor:
+    """torch.fft.irfft(z, n) over the last dimension, also for an empty batch."""
+    if z.numel() == 0:
+        return torch.zeros(*z.shape[:-1], n, dtype=z.real.dtype, device=z.device)
+    return torch.fft.irfft(z, n)
 
 
 def spectrum(v: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
     """z = w * rfft(v): the packed unnormalised DCT-II of ``u`` where ``v = u[perm]``. (..., n) -> (..., h)."""
-    return scale_(rfft(v, t), t.twiddle)
+    return scale_(rfft(v), t.twiddle)
 
 
 def inverse_spectrum(z: torch.Tensor, t: MakhoulTables, overwrite: bool = False) -> torch.Tensor:
@@ -152,9 +159,7 @@ def inverse_spectrum(z: torch.Tensor, t: MakhoulTables, overwrite: bool = False)
 
     ``overwrite=True`` lets it reuse ``z`` (a temporary of the caller) as scratch space.
     """
-    if z.numel() == 0:
-        return torch.zeros(*z.shape[:-1], t.n, dtype=t.scale.dtype, device=z.device)
-    return torch.fft.irfft(scale_(z, t.untwiddle) if overwrite else z * t.untwiddle, t.n)
+    return irfft(scale_(z, t.untwiddle) if overwrite else z * t.untwiddle, t.n)
 
 
 def unpack(z: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
