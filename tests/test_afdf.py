@@ -11,6 +11,8 @@ from torch_acdc import AFDF, StackedACDC, StackedAFDF, afdf, afdf_reference
 from torch_acdc.afdf import _AFDF, init_complex_diagonals_
 from torch_acdc.recipe import param_groups
 
+from operator_checks import check_vmap_matches_reference, stack_by_hand
+
 F64 = torch.float64
 
 
@@ -97,14 +99,7 @@ def test_vmap_over_examples_and_parameters():
     x = torch.randn(5, 3, 9, dtype=F64)
     a = torch.randn(5, 9, 2, dtype=F64)
     d = torch.randn(9, 2, dtype=F64)
-    out = torch.func.vmap(afdf, in_dims=(0, 0, None))(x, a, d)
-    ref = torch.stack([afdf_reference(x[i], a[i], d) for i in range(5)])
-    torch.testing.assert_close(out, ref)
-    g = torch.func.vmap(torch.func.grad(lambda a, x: afdf(x, a, d).square().sum()))(a, x)
-    for i in range(5):
-        ai = a[i].clone().requires_grad_()
-        afdf(x[i], ai, d).square().sum().backward()
-        torch.testing.assert_close(g[i], ai.grad)
+    check_vmap_matches_reference(afdf, afdf_reference, x, a, d)
 
 
 def test_no_division_by_diagonals_zero_entries():
@@ -218,12 +213,7 @@ def test_stack_equals_chain_of_single_layers_with_permutations():
         s.bias.normal_()
     assert tuple(s.a.shape) == (3, 7, 2) and tuple(s.perms.shape) == (2, 7)
     x = torch.randn(4, 5, dtype=F64)
-    h = torch.nn.functional.pad(x, (0, 2))
-    for i in range(3):
-        h = afdf_reference(h, s.a[i], s.d[i], s.bias[i])
-        if i < 2:
-            h = torch.relu(h)[..., s.perms[i]]
-    torch.testing.assert_close(s(x), h[..., :7])
+    torch.testing.assert_close(s(x), stack_by_hand(s, x, afdf_reference))
 
 
 def test_stack_gradcheck():

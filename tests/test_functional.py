@@ -9,6 +9,8 @@ from torch_acdc import acdc, acdc_reference
 from torch_acdc.functional import acdc_gathered
 from torch_acdc.permutations import inverse
 
+from operator_checks import check_vmap_matches_reference
+
 
 def _args(shape, n, requires_grad=True, dtype=torch.float64):
     kw = {"dtype": dtype, "requires_grad": requires_grad}
@@ -54,15 +56,7 @@ def test_vmap_over_examples_and_parameters():
     x = torch.randn(5, 3, 9, dtype=torch.float64)
     a = torch.randn(5, 9, dtype=torch.float64)
     d = torch.randn(9, dtype=torch.float64)
-    out = torch.func.vmap(acdc, in_dims=(0, 0, None))(x, a, d)
-    ref = torch.stack([acdc_reference(x[i], a[i], d) for i in range(5)])
-    torch.testing.assert_close(out, ref)
-    # per-example gradients through vmap(grad)
-    g = torch.func.vmap(torch.func.grad(lambda a, x: acdc(x, a, d).square().sum()))(a, x)
-    for i in range(5):
-        ai = a[i].clone().requires_grad_()
-        acdc(x[i], ai, d).square().sum().backward()
-        torch.testing.assert_close(g[i], ai.grad)
+    check_vmap_matches_reference(acdc, acdc_reference, x, a, d)
 
 
 def test_saves_only_input_and_diagonals():
