@@ -16,6 +16,7 @@ import warnings
 import torch
 from torch import nn
 import torch.nn.functional as F
+from torch.nn.modules.utils import _pair
 
 from .cost import LayerCost, conv2d_output_size, layer_cost
 from .layers import StackedACDC
@@ -91,15 +92,15 @@ class ACDCConv2d(nn.Module):
     def _setup_geometry(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                         padding_mode, device, dtype) -> None:
         _check_migration(padding, dilation, groups, bias)
+        for name, value in (("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation)):
+            if any(not isinstance(v, int) or v < 1 for v in _pair(value)):
+                raise ValueError(f"{name} must be a positive integer or a pair of them, got {value!r}")
         # nn.Conv2d's own validation and normalisation (a meta-device module: no memory, nothing computed)
         ref = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                         padding_mode, device="meta")
         if groups != 1:
             raise ValueError(f"ACDCConv2d supports groups=1 only, got groups={groups}: the channel mixing of a "
                              "grouped convolution is already block-diagonal (use nn.Conv2d for it)")
-        for name in ("kernel_size", "stride", "dilation"):
-            if any(not isinstance(v, int) or v < 1 for v in getattr(ref, name)):
-                raise ValueError(f"{name} must be a positive integer or a pair of them, got {getattr(ref, name)!r}")
         for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
                      "padding_mode", "_reversed_padding_repeated_twice"):
             setattr(self, name, getattr(ref, name))
