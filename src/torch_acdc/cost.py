@@ -48,8 +48,7 @@ from .layers import ACDC, StackedACDC
 __all__ = [
     "LayerCost", "CostModel", "DEFAULT_COST_MODEL", "calibrate", "ModelCost", "Decision",
     "fft_mult_adds", "linear_cost", "diagonal_stack_cost", "conv2d_output_size", "register_cost", "layer_cost",
-    "model_cost",
-    "freeze", "is_freezable", "plan_inference", "for_inference",
+    "model_cost", "freeze", "is_freezable", "plan_inference", "for_inference",
 ]
 
 ELEMENTWISE_MACS_PER_FEATURE = 6  # per structured layer and row: a (n), twiddles (~4n), diagonal (~n); bias +n
