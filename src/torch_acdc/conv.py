@@ -167,7 +167,8 @@ class ACDCSeparableConv2d(ACDCConv2d):
     """Deprecated: ``ACDCConv2d(in, out, kernel_size, ..., depth=depth)`` is the same layer.
 
     Kept for its old positional order (``..., dilation, depth, bias, padding_mode, ...``); warns
-    (FutureWarning). Old state dicts (``pointwise.acdc.*`` keys) load into :class:`ACDCConv2d` too.
+    (FutureWarning). The mixer is ``.acdc`` (was ``.pointwise.acdc``); old state dicts (``pointwise.acdc.*``
+    keys) load into :class:`ACDCConv2d` too. With kernel_size 1 there is no depthwise part any more.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
