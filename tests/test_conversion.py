@@ -115,7 +115,8 @@ def test_pattern_and_saving_rules():
     assert dict(report.skipped)["stem"] == "kernel_size (3, 3) not in conv_kernel_sizes ((1, 1),)"
     # padded 1x1 convolutions keep their padding and padding mode
     padded = nn.Sequential(nn.Conv2d(8, 8, 1, padding=1, padding_mode="reflect", dtype=torch.float64))
-    assert convert(padded, min_features=1)[1].skipped == [("0", "first convolution of the model (keep_first_conv=True)")]
+    skipped = convert(padded, min_features=1)[1].skipped
+    assert skipped == [("0", "first convolution of the model (keep_first_conv=True)")]
     converted, report = convert(padded, min_features=1, keep_first_conv=False)
     assert converted[0].padding == (1, 1) and converted[0].padding_mode == "reflect"
     x = torch.randn(1, 8, 4, 4, dtype=torch.float64)

@@ -23,9 +23,9 @@ from .layers import StackedACDC
 
 __all__ = ["ACDCConv2d", "ACDCSeparableConv2d"]
 
-_MIGRATION = ("(the old ACDCConv2d(in, out, depth, stride, bias, permutation, activation, init) is gone: the positional "
-              "arguments are now nn.Conv2d's (kernel_size, stride, padding, dilation, groups, bias, padding_mode); "
-              "pass depth=, permutation=, activation=, init= by keyword)")
+_MIGRATION = ("(the old ACDCConv2d(in, out, depth, stride, bias, permutation, activation, init) is gone: "
+              "the positional arguments are now nn.Conv2d's (kernel_size, stride, padding, dilation, groups, "
+              "bias, padding_mode); pass depth=, permutation=, activation=, init= by keyword)")
 
 
 def _check_conv_input(x: torch.Tensor, in_channels: int, who: str) -> None:
