@@ -63,7 +63,7 @@ class ACDCConv2d(nn.Module):
       groups=C_in, bias=False, padding_mode)``), then ``self.acdc`` as above (stride 1, no padding).
       Adds C_in * k_h * k_w parameters and multiply-adds per output pixel.
 
-    Keyword-only ``depth``, ``permutation``, ``activation``, ``init`` (and ``bias``) configure the stack; its
+    ``bias`` and the keyword-only ``depth``, ``permutation``, ``activation``, ``init`` configure the stack; its
     last layer's bias is the convolution's bias. For a linear stack ``to_dense()`` (also ``.weight``) is
     the equivalent nn.Conv2d weight (C_out, C_in, k_h, k_w) and ``self.acdc(zeros(1, C_in))[0]`` the bias.
     """
