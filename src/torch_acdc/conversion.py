@@ -1,14 +1,18 @@
-"""Convert an existing model: replace selected nn.Linear and 1x1 nn.Conv2d modules by ACDC stacks.
+"""Convert an existing model: replace selected nn.Linear and nn.Conv2d modules by ACDC stacks.
 
 :func:`convert` swaps every selected ``nn.Linear(in, out)`` for a linear ``StackedACDC(in, out, depth)`` and
-every selected 1x1 ``nn.Conv2d`` for an :class:`~torch_acdc.conv.ACDCConv2d` (same stride), keeping the
-original bias (in the last ACDC layer's bias). Optionally each stack is initialised by fitting the dense weight
-with :func:`torch_acdc.fit.fit_dense`. The :class:`ConversionReport` lists each replaced module with its
-parameters and multiply-adds before and after, and the modules left alone with the reason.
+every selected ``nn.Conv2d`` (1x1 by default; k x k too with ``conv_kernel_sizes``) for an
+:class:`~torch_acdc.conv.ACDCConv2d` of the same geometry (kernel size, stride, padding, dilation, padding
+mode; k x k becomes depthwise k x k + ACDC mixer), keeping the original bias (in the last ACDC layer's bias).
+The first convolution of the model stays dense unless ``keep_first_conv=False``. Optionally each replacement
+is initialised by fitting the dense weight (:func:`torch_acdc.fit.fit_dense`; k x k: see :func:`convert`).
+The :class:`ConversionReport` lists each replaced module with its parameters and multiply-adds before and
+after, and the modules left alone with the reason.
 
-Multiply-adds (per input row for Linear, per output pixel for a 1x1 conv) come from the shared cost model
-:func:`torch_acdc.cost.layer_cost`: dense ``in * out``; a depth-k stack on N = max(in, out) features
-``k * (2 rFFTs of 2 N log2 N + ~7N elementwise)``.
+Multiply-adds (per input row for Linear, per output pixel for a conv) come from the shared cost model
+:func:`torch_acdc.cost.layer_cost`: dense ``in * out`` (x k_h k_w for a conv); a depth-k stack on
+N = max(in, out) features ``k * (2 rFFTs of 2 N log2 N + ~7N elementwise)``, plus ``in * k_h * k_w`` for the
+depthwise convolution of a k x k replacement.
 """
 from __future__ import annotations
 
@@ -21,19 +25,19 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .conv import ACDCConv2d
-from .cost import diagonal_stack_cost, layer_cost
+from .cost import conv2d_output_size, diagonal_stack_cost, layer_cost
 from .experiments.common import format_table
-from .fit import fit_dense
+from .fit import fit_dense, relative_error
 from .layers import StackedACDC
 
-__all__ = ["convert", "ConversionReport", "ReplacedModule"]
+__all__ = ["convert", "ConversionReport", "ReplacedModule", "separable_factors"]
 
 
 @dataclass
 class ReplacedModule:
-    """One replaced module. ``madds_*`` per row (Linear) or output pixel (1x1 conv); ``rows`` the rows (or
+    """One replaced module. ``madds_*`` per row (Linear) or output pixel (conv); ``rows`` the rows (or output
     pixels) it saw in the example forward pass (None without ``example_input``); ``fit_error`` the relative
-    Frobenius error of the fitted stack (None without ``fit``)."""
+    Frobenius error of the fitted replacement's dense weight (None without ``fit``)."""
 
     name: str
     kind: str
@@ -104,29 +108,51 @@ def _count_params(module: nn.Module) -> int:
 
 
 def _kind(module: nn.Module) -> str | None:
-    """'Linear', 'Conv2d 1x1', or None for modules convert() does not consider."""
+    """'Linear', 'Conv2d 3x3' etc., or None for modules convert() does not consider."""
     if isinstance(module, nn.Linear):
         return "Linear"
-    if isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1):
-        return "Conv2d 1x1"
+    if isinstance(module, nn.Conv2d):
+        return "Conv2d {}x{}".format(*module.kernel_size)
     return None
 
 
-def _skip_reason(module: nn.Module, name: str, pattern: re.Pattern | None, min_features: int,
-                 depth: int) -> str | None:
-    """Why ``module`` (a Linear or 1x1 conv) is not converted, or None when it is."""
+def _kernel_sizes(conv_kernel_sizes) -> set[tuple[int, int]]:
+    try:
+        sizes = {(k, k) if isinstance(k, int) else tuple(k) for k in conv_kernel_sizes}
+    except TypeError:
+        sizes = {None}
+    if not all(isinstance(k, tuple) and len(k) == 2 and all(isinstance(v, int) and v >= 1 for v in k)
+               for k in sizes):
+        raise ValueError("conv_kernel_sizes must be an iterable of positive ints or (k_h, k_w) pairs, "
+                         f"e.g. (1, 3), got {conv_kernel_sizes!r}")
+    return sizes
+
+
+def _replacement_params(module: nn.Module, depth: int) -> int:
+    in_f, out_f = _features(module)
+    params = diagonal_stack_cost(max(in_f, out_f), depth=depth, bias=module.bias is not None).params
+    if isinstance(module, nn.Conv2d) and module.kernel_size != (1, 1):
+        params += in_f * module.kernel_size[0] * module.kernel_size[1]  # the depthwise convolution
+    return params
+
+
+def _skip_reason(module: nn.Module, name: str, pattern: re.Pattern | None, min_features: int, depth: int,
+                 kernel_sizes: set, first_conv: nn.Module | None) -> str | None:
+    """Why ``module`` (a Linear or Conv2d) is not converted, or None when it is."""
     if pattern is not None and not pattern.search(name):
         return "name does not match pattern"
     if isinstance(module, nn.Conv2d):
+        if module is first_conv:
+            return "first convolution of the model (keep_first_conv=True)"
+        if module.kernel_size not in kernel_sizes:
+            return (f"kernel_size {module.kernel_size} not in conv_kernel_sizes "
+                    f"{tuple(sorted(kernel_sizes))}")
         if module.groups != 1:
             return f"grouped convolution (groups={module.groups})"
-        if module.padding not in ((0, 0), "valid", "same"):
-            return f"padded 1x1 convolution (padding={module.padding})"
     in_f, out_f = _features(module)
     if min(in_f, out_f) < min_features:
         return f"min(in, out) = {min(in_f, out_f)} < min_features = {min_features}"
-    stack_params = diagonal_stack_cost(max(in_f, out_f), depth=depth, bias=module.bias is not None).params
-    if stack_params >= _count_params(module):
+    if _replacement_params(module, depth) >= _count_params(module):
         return "no parameter saving at this depth"
     return None
 
@@ -137,36 +163,61 @@ def _features(module: nn.Module) -> tuple[int, int]:
     return module.in_channels, module.out_channels
 
 
-def _madds_per_row(module: nn.Module, in_features: int) -> float:
-    """Multiply-adds of one call on one row (Linear, StackedACDC) or one 1x1 pixel (Conv2d)."""
-    shape = (1, in_features, 1, 1) if isinstance(module, nn.Conv2d) else (1, in_features)
-    return layer_cost(module, shape).mult_adds
+def _madds_per_row(module: nn.Module, original: nn.Module) -> float:
+    """Multiply-adds of ``module`` (the original or its replacement) per input row of ``original`` (a
+    Linear) or per output pixel (a Conv2d: one call on the smallest input, divided by its output pixels)."""
+    if isinstance(original, nn.Linear):
+        return layer_cost(module, (1, original.in_features)).mult_adds
+    h, w = (d * (k - 1) + 1 for k, d in zip(original.kernel_size, original.dilation))
+    out_h, out_w = conv2d_output_size(original, h, w)
+    return layer_cost(module, (1, original.in_channels, h, w)).mult_adds / (out_h * out_w)
 
 
-def _dense_weight(module: nn.Module) -> torch.Tensor:
-    w = module.weight.detach()
-    return w[:, :, 0, 0] if w.dim() == 4 else w
+def separable_factors(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best separable approximation of a conv weight W (C_out, C_in, k_h, k_w) in the Frobenius norm:
+    W[o, i] ~ P[o, i] K_i, from the leading singular pair of each input channel's (C_out, k_h k_w) slice.
+
+    Returns the mixer P (C_out, C_in) and the depthwise weight K (C_in, 1, k_h, k_w) (unit-norm kernels).
+    """
+    out_c, in_c, kh, kw = weight.shape
+    u, s, vh = torch.linalg.svd(weight.transpose(0, 1).reshape(in_c, out_c, kh * kw), full_matrices=False)
+    return (u[:, :, 0] * s[:, :1]).T, vh[:, 0, :].reshape(in_c, 1, kh, kw)
 
 
-def _build_stack(module: nn.Module, depth: int, permutation, init: str, fit: bool, fit_kwargs: dict,
-                 seed: int | None) -> tuple[StackedACDC, float | None]:
-    weight = _dense_weight(module)
+def _build_replacement(module: nn.Module, depth: int, permutation, init: str, fit: bool, fit_kwargs: dict,
+                       seed: int | None) -> tuple[nn.Module, float | None]:
+    """The StackedACDC (Linear) or ACDCConv2d (Conv2d) replacing ``module``, its bias carried over, and the
+    fit error (None without ``fit``). Fitting a k x k conv: :func:`separable_factors`, then the stack is
+    fitted to the mixer P and the depthwise weight set to K."""
+    weight = module.weight.detach()
+    is_conv = isinstance(module, nn.Conv2d)
+    mixer, kernels = weight, None
+    if is_conv:
+        mixer = weight[:, :, 0, 0] if module.kernel_size == (1, 1) else None
+        if fit and mixer is None:
+            mixer, kernels = separable_factors(weight)
     has_bias = module.bias is not None
-    if fit:
-        result = fit_dense(weight, depth, permutation, bias=has_bias, init=init, seed=seed, **fit_kwargs)
-        stack, error = result.module, result.error
-    else:
-        with torch.random.fork_rng(devices=[weight.device] if weight.device.type == "cuda" else []):
-            if seed is not None:
-                torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[weight.device] if weight.device.type == "cuda" else []):
+        if seed is not None:
+            torch.manual_seed(seed)
+        if fit:
+            stack = fit_dense(mixer, depth, permutation, bias=has_bias, init=init, seed=seed, **fit_kwargs).module
+        else:
             stack = StackedACDC(weight.shape[1], weight.shape[0], depth, permutation=permutation, bias=has_bias,
                                 init=init, device=weight.device, dtype=weight.dtype)
-        error = None
-    if has_bias:
-        with torch.no_grad():
+        replacement = stack if not is_conv else ACDCConv2d.from_stack(
+            stack, module.kernel_size, module.stride, module.padding, module.dilation, module.padding_mode)
+    with torch.no_grad():
+        if kernels is not None:
+            replacement.depthwise.weight.copy_(kernels)
+        if has_bias:
             stack.bias.zero_()
             stack.bias[-1, : weight.shape[0]] = module.bias.detach()
-    return stack, error
+        error = None
+        if fit:
+            out_f = weight.shape[0]
+            error = relative_error(replacement.to_dense().reshape(out_f, -1), weight.reshape(out_f, -1)).item()
+    return replacement, error
 
 
 def _count_rows(model: nn.Module, modules: dict[str, nn.Module], example_input) -> dict[str, int]:
@@ -195,18 +246,30 @@ def _replace_children(model: nn.Module, new: dict[int, nn.Module]) -> None:
                 setattr(parent, child_name, new[id(child)])
 
 
+def _first_conv(model: nn.Module) -> nn.Module | None:
+    """The first nn.Conv2d / ACDCConv2d of ``model`` in registration (``named_modules``) order, or None."""
+    return next((m for m in model.modules() if isinstance(m, (nn.Conv2d, ACDCConv2d))), None)
+
+
 def convert(model: nn.Module, *, pattern: str | None = None, min_features: int = 64, depth: int = 2,
-            permutation="random", init: str = "paper", fit: bool = False, fit_steps: int = 100,
-            fit_optimizer: str = "lbfgs", fit_lr: float | None = None, seed: int | None = None,
-            inplace: bool = False, example_input=None, progress: bool = False) -> tuple[nn.Module, ConversionReport]:
-    """Replace selected nn.Linear / 1x1 nn.Conv2d modules of ``model`` by linear ACDC stacks.
+            conv_kernel_sizes=(1,), keep_first_conv: bool = True, permutation="random", init: str = "paper",
+            fit: bool = False, fit_steps: int = 100, fit_optimizer: str = "lbfgs", fit_lr: float | None = None,
+            seed: int | None = None, inplace: bool = False, example_input=None,
+            progress: bool = False) -> tuple[nn.Module, ConversionReport]:
+    """Replace selected nn.Linear / nn.Conv2d modules of ``model`` by linear ACDC stacks.
 
     Selection: modules whose qualified name matches the regex ``pattern`` (``re.search``; None = all), with
-    ``min(in, out) >= min_features``, that would get fewer parameters; grouped or padded 1x1 convolutions are
-    left alone. Each replacement is a ``StackedACDC(in, out, depth, permutation, init=init)`` (zero-padding
-    the input to max(in, out) and truncating the output), wrapped in :class:`ACDCConv2d` for convolutions,
-    carrying the original bias. ``fit=True`` initialises each stack with ``fit_dense`` on the dense weight
-    (``fit_optimizer`` 'lbfgs' (lr 1) or 'adam' (lr 1e-2) for ``fit_steps`` steps). ``seed`` makes the stacks'
+    ``min(in, out) >= min_features``, that would get fewer parameters. Convolutions also need a kernel size in
+    ``conv_kernel_sizes`` (ints for square kernels or (k_h, k_w) pairs; default ``(1,)``, e.g. ``(1, 3)`` for
+    3x3 too) and ``groups=1``; with ``keep_first_conv`` (default) the model's first convolution (registration
+    order) stays dense, as compressing it was found to hurt most. Each Linear becomes a
+    ``StackedACDC(in, out, depth, permutation, init=init)`` (zero-padding the input to max(in, out) and
+    truncating the output), each conv an :class:`ACDCConv2d` of the same geometry around such a stack (k x k:
+    a depthwise k x k conv first); the original bias is carried over. ``fit=True`` initialises each stack with
+    ``fit_dense`` on the dense weight (``fit_optimizer`` 'lbfgs' (lr 1) or 'adam' (lr 1e-2) for ``fit_steps``
+    steps); for a k x k conv the weight is first split by :func:`separable_factors` (per input channel, the
+    best rank-1 (C_out) x (k_h k_w) factor), the stack fitted to the mixer and the depthwise weight set to the
+    kernels; ``fit_error`` is then that of the whole (C_out, C_in, k_h, k_w) weight. ``seed`` makes the
     permutations and initialisations reproducible (module i uses seed + i) without touching the global RNG.
     ``example_input`` (a tensor or a tuple of forward arguments) runs one no-grad forward on the original
     model to count the rows each module sees, so the report gives multiply-adds per forward pass.
@@ -219,14 +282,17 @@ def convert(model: nn.Module, *, pattern: str | None = None, min_features: int =
         raise ValueError(f"depth must be a positive integer, got {depth!r}")
     if fit_optimizer not in ("adam", "lbfgs"):
         raise ValueError(f"unknown fit_optimizer {fit_optimizer!r}: expected 'adam' or 'lbfgs'")
+    kernel_sizes = _kernel_sizes(conv_kernel_sizes)
     regex = re.compile(pattern) if pattern is not None else None
     model = model if inplace else copy.deepcopy(model)
     report = ConversionReport(model_params_before=_count_params(model))
+    first_conv = _first_conv(model) if keep_first_conv else None
+    inside_acdc = {id(m) for conv in model.modules() if isinstance(conv, ACDCConv2d) for m in conv.modules()}
     selected: dict[str, nn.Module] = {}
     for name, module in model.named_modules():
-        if _kind(module) is None:
+        if _kind(module) is None or id(module) in inside_acdc:  # e.g. an ACDCConv2d's own depthwise conv
             continue
-        reason = _skip_reason(module, name, regex, min_features, depth)
+        reason = _skip_reason(module, name, regex, min_features, depth, kernel_sizes, first_conv)
         if reason is None:
             selected[name] = module
         else:
@@ -236,18 +302,17 @@ def convert(model: nn.Module, *, pattern: str | None = None, min_features: int =
                   "lr": fit_lr if fit_lr is not None else (1.0 if fit_optimizer == "lbfgs" else 1e-2)}
     new: dict[int, nn.Module] = {}
     for i, (name, module) in enumerate(tqdm(selected.items(), desc="convert", disable=not progress)):
-        stack, error = _build_stack(module, depth, permutation, init, fit, fit_kwargs,
-                                    None if seed is None else seed + i)
-        replacement = ACDCConv2d.from_stack(stack, module.stride) if isinstance(module, nn.Conv2d) else stack
+        replacement, error = _build_replacement(module, depth, permutation, init, fit, fit_kwargs,
+                                                None if seed is None else seed + i)
         replacement.train(module.training)
         new[id(module)] = replacement
         in_f, out_f = _features(module)
         report.replaced.append(ReplacedModule(
             name=name, kind=_kind(module), in_features=in_f, out_features=out_f,
             params_before=_count_params(module), params_after=_count_params(replacement),
-            madds_before=_madds_per_row(module, in_f), madds_after=_madds_per_row(stack, in_f),
+            madds_before=_madds_per_row(module, module), madds_after=_madds_per_row(replacement, module),
             rows=rows.get(name), fit_error=error))
-    if id(model) in new:  # the model itself is a Linear / 1x1 conv
+    if id(model) in new:  # the model itself is a Linear / conv
         model = new[id(model)]
     else:
         _replace_children(model, new)

@@ -47,8 +47,8 @@ from .layers import ACDC, StackedACDC
 
 __all__ = [
     "LayerCost", "CostModel", "DEFAULT_COST_MODEL", "calibrate", "ModelCost", "Decision",
-    "fft_mult_adds", "linear_cost", "diagonal_stack_cost", "register_cost", "layer_cost", "model_cost",
-    "freeze", "is_freezable", "plan_inference", "for_inference",
+    "fft_mult_adds", "linear_cost", "diagonal_stack_cost", "conv2d_output_size", "register_cost", "layer_cost",
+    "model_cost", "freeze", "is_freezable", "plan_inference", "for_inference",
 ]
 
 ELEMENTWISE_MACS_PER_FEATURE = 6  # per structured layer and row: a (n), twiddles (~4n), diagonal (~n); bias +n
@@ -170,18 +170,21 @@ def _linear(m: nn.Linear, shape) -> LayerCost:
     return linear_cost(m.in_features, m.out_features, _rows(shape, m.in_features), m.bias is not None)
 
 
+def conv2d_output_size(m: nn.Module, h: int, w: int) -> tuple[int, int]:
+    """(H_out, W_out) of a 2-D convolution ``m`` (its ``kernel_size``, ``stride``, ``padding``, ``dilation``)
+    on an (H, W) input, by nn.Conv2d's formula; padding may be 'same' or 'valid'."""
+    padding = (0, 0) if isinstance(m.padding, str) else m.padding
+    if m.padding == "same":
+        return h, w
+    return tuple((size + 2 * p - d * (k - 1) - 1) // s + 1
+                 for size, k, s, d, p in zip((h, w), m.kernel_size, m.stride, m.dilation, padding))
+
+
 @register_cost(nn.Conv2d)
 def _conv2d(m: nn.Conv2d, shape) -> LayerCost:
     *lead, _, h, w = shape
-    out_hw = []
-    for size, k, s, d, p in zip((h, w), m.kernel_size, m.stride, m.dilation,
-                                m.padding if not isinstance(m.padding, str) else (0, 0)):
-        if m.padding == "same":
-            out_hw.append(size)
-        else:
-            out_hw.append((size + 2 * p - d * (k - 1) - 1) // s + 1)
-    images = math.prod(lead)
-    out_pixels = images * out_hw[0] * out_hw[1]
+    out_h, out_w = conv2d_output_size(m, h, w)
+    out_pixels = math.prod(lead) * out_h * out_w
     weights = _numel(m)
     macs = out_pixels * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1] * m.out_channels
     memory = math.prod(shape) + out_pixels * m.out_channels + weights
