@@ -17,6 +17,7 @@ COMMANDS = {
     "cost": "torch_acdc.cost_cli",
     "charlm": "torch_acdc.experiments.charlm",
     "lstm-bench": "torch_acdc.lstm_bench_cli",
+    "autodiff": "torch_acdc.experiments.autodiff.cli",
 }
 
 

@@ -37,6 +37,13 @@ def resolve_settings(explicit: dict, fast: bool) -> dict:
     return {k: explicit[k] if explicit.get(k) is not None else v for k, v in base.items()}
 
 
+def _command_line() -> str:
+    """The ``acdc ...`` command of this process, when it is one (else a note that it ran in-process)."""
+    if Path(sys.argv[0]).name in ("acdc", "cli.py", "__main__.py") and "autodiff" in sys.argv:
+        return "acdc " + shlex.join(sys.argv[sys.argv.index("autodiff"):])
+    return "acdc autodiff (called in-process)"
+
+
 def _protocol(s: dict, what: str) -> str:
     return f"{what}; CPU, {torch.get_num_threads()} thread(s), median of {s['rounds']} interleaved rounds"
 
@@ -51,7 +58,7 @@ def run_autodiff(s: dict, parts=PARTS, *, out=None, fast: bool = False, seed: in
     folder = make_run_dir(out, "autodiff")
     results = {"experiment": "autodiff", "config": {**s, "parts": list(parts), "fast": fast, "seed": seed,
                                                     "threads": torch.get_num_threads()},
-               "command": command or "acdc " + shlex.join(sys.argv[1:]), "figures": {}}
+               "command": command or _command_line(), "figures": {}}
     started = time.perf_counter()
     common = {"rounds": s["rounds"], "min_sample": s["min_sample"], "seed": seed, "progress": progress}
     fig = results["figures"]
