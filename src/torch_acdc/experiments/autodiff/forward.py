@@ -70,7 +70,8 @@ def measure_forward(ns, *, depth: int = 2, batch: int = 16, chunk: int = 256, fd
         }, rounds=rounds, min_sample=min_sample)
         f64, theta64 = flat_loss(model.double(), x.double())
         ref = grad(f64)(theta64)
-        row = {"n": n, "depth": depth, "m": m, "batch": batch, "chunk": chunk, **{f"{k} s": t for k, t in times.items()},
+        row = {"n": n, "depth": depth, "m": m, "batch": batch, "chunk": chunk,
+               **{f"{k} s": t for k, t in times.items()},
                "jvp_over_eval": times["jvp (1 direction)"] / times["eval"],
                "reverse_over_eval": times["reverse gradient"] / times["eval"],
                "forward_gradient_over_eval": times["forward-mode gradient"] / times["eval"],

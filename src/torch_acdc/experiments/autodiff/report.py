@@ -19,6 +19,16 @@ def _tag(fast: bool) -> str:
     return " [--fast run]" if fast else ""
 
 
+def _decorate(ax, xlabel: str, ylabel: str, title: str | None = None, legend_size: int = 7) -> None:
+    """Labels, title, log grid and legend of one axes."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=legend_size)
+
+
 def plot_scaling(rows, fits, axis: str, path: Path, protocol: str, fast: bool) -> Path:
     """Gradient seconds against ``axis`` ('r_n_log2n' or 'r_n2'), log-log, one series per method."""
     key = "slope_vs_r_n_log_n" if axis == "r_n_log2n" else "slope_vs_r_n2"
@@ -31,11 +41,8 @@ def plot_scaling(rows, fits, axis: str, path: Path, protocol: str, fast: bool) -
         slope = next((f[key] for f in fits if f["method"] == name), math.nan)
         ax.loglog([r[axis] for r in sel], [r["grad_s"] for r in sel], MARKERS[i], ls="none", alpha=0.8,
                   label=f"{name} (fitted slope {slope:.2f})")
-    ax.set_xlabel(label)
-    ax.set_ylabel("gradient time [s] (forward + backward)")
-    ax.set_title(f"Gradient time vs {label}: n = 2^k, depth r\n{protocol}{_tag(fast)}", fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    _decorate(ax, label, "gradient time [s] (forward + backward)",
+              f"Gradient time vs {label}: n = 2^k, depth r\n{protocol}{_tag(fast)}")
     return save_figure(fig, path)
 
 
@@ -48,11 +55,8 @@ def plot_ratio(rows, path: Path, protocol: str, fast: bool) -> Path:
             ax.semilogx([r["r_n_log2n"] for r in sel], [r["grad_over_eval"] for r in sel], MARKERS[i], ls="none",
                         label=name)
     ax.axhline(4, color="k", ls="--", lw=0.8, label="theory: <= ~4")
-    ax.set_xlabel("r · n · log2 n")
-    ax.set_ylabel("gradient time / evaluation time")
-    ax.set_title(f"Cost of a gradient in evaluations\n{protocol}{_tag(fast)}", fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    _decorate(ax, "r · n · log2 n", "gradient time / evaluation time",
+              f"Cost of a gradient in evaluations\n{protocol}{_tag(fast)}", 7)
     return save_figure(fig, path)
 
 
@@ -66,11 +70,8 @@ def plot_forward(rows, path: Path, protocol: str, fast: bool) -> Path:
     for i, (key, label) in enumerate(series):
         ax.loglog(m, [r[key] for r in rows], marker=MARKERS[i], ls=LINES[i], label=label)
     ax.loglog(m, [2 * v for v in m], color="k", lw=0.8, ls=":", label="2m evaluations (claim, unvectorised)")
-    ax.set_xlabel("number of parameters m")
-    ax.set_ylabel("time / one evaluation")
-    ax.set_title(f"Forward mode, differences and reverse mode vs m\n{protocol}{_tag(fast)}", fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    _decorate(ax, "number of parameters m", "time / one evaluation",
+              f"Forward mode, differences and reverse mode vs m\n{protocol}{_tag(fast)}", 7)
     return save_figure(fig, path)
 
 
@@ -82,12 +83,8 @@ def plot_fd_error(rows, path: Path, protocol: str, fast: bool) -> Path:
             keys = sorted((float(k.split("_h")[1]), k) for k in r if k.startswith(f"fd_rel_err_{dt}_h"))
             ax.loglog([h for h, _ in keys], [max(r[k], 1e-17) for _, k in keys], marker=MARKERS[i % 8],
                       ls=LINES[j], label=f"m = {r['m']}, {'float32' if dt == 'f32' else 'float64'}")
-    ax.set_xlabel("step h")
-    ax.set_ylabel("max |FD - reverse| / max |reverse|")
-    ax.set_title(f"Central differences: error against the reverse-mode gradient\n{protocol}{_tag(fast)}",
-                 fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=6, ncol=2)
+    _decorate(ax, "step h", "max |FD - reverse| / max |reverse|",
+              f"Central differences: error against the reverse-mode gradient\n{protocol}{_tag(fast)}", 6)
     return save_figure(fig, path)
 
 
@@ -110,13 +107,8 @@ def plot_symbolic(rows, path: Path, protocol: str, fast: bool) -> Path:
                   color="gray", label=f"{chars} chars: autograd gradient")
     limit = rows[0]["limit_s"] if rows else math.nan
     a2.axhline(limit, color="k", lw=0.8, ls="--", label=f"time limit {limit:g} s")
-    a1.set_xlabel("parameters (8 cells² + 6 cells)")
-    a1.set_ylabel("nodes")
-    a2.set_xlabel("parameters")
-    a2.set_ylabel("seconds")
-    for ax in (a1, a2):
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=6)
+    _decorate(a1, "parameters (8 cells² + 6 cells)", "nodes", legend_size=6)
+    _decorate(a2, "parameters", "seconds", legend_size=6)
     fig.suptitle(f"Symbolic (sympy) vs reverse-mode gradient of an LSTM char model on 'hello world!'\n"
                  f"{protocol}{_tag(fast)}", fontsize=9)
     return save_figure(fig, path)
@@ -130,11 +122,7 @@ def plot_matrix(rows, path: Path, protocol: str, fast: bool) -> Path:
             sel = [r for r in rows if r["group"] == group and r["method"] == name]
             ax.loglog([r["n"] for r in sel], [r["over_first"] for r in sel], marker=MARKERS[i], ls=LINES[i % 4],
                       label=name)
-        ax.set_title(group, fontsize=9)
-        ax.set_xlabel("n")
-        ax.set_ylabel(f"time / {methods[0]}")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=6)
+        _decorate(ax, "n", f"time / {methods[0]}", group, 6)
     fig.suptitle(f"Matrix-level derivatives vs autodiff, linear StackedACDC\n{protocol}{_tag(fast)}", fontsize=9)
     return save_figure(fig, path)
 
