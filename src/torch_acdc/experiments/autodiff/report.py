@@ -2,17 +2,22 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 from ..common import format_table, new_figure, save_figure
 from .matrix import GROUPS
 from .scaling import METHODS
 
-__all__ = ["plot_scaling", "plot_ratio", "plot_forward", "plot_fd_error", "plot_symbolic", "plot_matrix",
-           "summary_markdown"]
+__all__ = ["write_report", "plot_scaling", "plot_ratio", "plot_forward", "plot_fd_error", "plot_symbolic",
+           "plot_matrix", "summary_markdown"]
 
 MARKERS = ("o", "s", "^", "D", "v", "x", "*", "P")
 LINES = ("-", "--", ":", "-.")
+
+
+def _wrap(protocol: str) -> str:
+    return textwrap.fill(protocol, 110)
 
 
 def _tag(fast: bool) -> str:
@@ -42,7 +47,7 @@ def plot_scaling(rows, fits, axis: str, path: Path, protocol: str, fast: bool) -
         ax.loglog([r[axis] for r in sel], [r["grad_s"] for r in sel], MARKERS[i], ls="none", alpha=0.8,
                   label=f"{name} (fitted slope {slope:.2f})")
     _decorate(ax, label, "gradient time [s] (forward + backward)",
-              f"Gradient time vs {label}: n = 2^k, depth r\n{protocol}{_tag(fast)}")
+              f"Gradient time vs {label}: n = 2^k, depth r\n{_wrap(protocol)}{_tag(fast)}")
     return save_figure(fig, path)
 
 
@@ -56,7 +61,7 @@ def plot_ratio(rows, path: Path, protocol: str, fast: bool) -> Path:
                         label=name)
     ax.axhline(4, color="k", ls="--", lw=0.8, label="theory: <= ~4")
     _decorate(ax, "r · n · log2 n", "gradient time / evaluation time",
-              f"Cost of a gradient in evaluations\n{protocol}{_tag(fast)}", 7)
+              f"Cost of a gradient in evaluations\n{_wrap(protocol)}{_tag(fast)}", 7)
     return save_figure(fig, path)
 
 
@@ -71,7 +76,7 @@ def plot_forward(rows, path: Path, protocol: str, fast: bool) -> Path:
         ax.loglog(m, [r[key] for r in rows], marker=MARKERS[i], ls=LINES[i], label=label)
     ax.loglog(m, [2 * v for v in m], color="k", lw=0.8, ls=":", label="2m evaluations (claim, unvectorised)")
     _decorate(ax, "number of parameters m", "time / one evaluation",
-              f"Forward mode, differences and reverse mode vs m\n{protocol}{_tag(fast)}", 7)
+              f"Forward mode, differences and reverse mode vs m\n{_wrap(protocol)}{_tag(fast)}", 7)
     return save_figure(fig, path)
 
 
@@ -84,7 +89,7 @@ def plot_fd_error(rows, path: Path, protocol: str, fast: bool) -> Path:
             ax.loglog([h for h, _ in keys], [max(r[k], 1e-17) for _, k in keys], marker=MARKERS[i % 8],
                       ls=LINES[j], label=f"m = {r['m']}, {'float32' if dt == 'f32' else 'float64'}")
     _decorate(ax, "step h", "max |FD - reverse| / max |reverse|",
-              f"Central differences: error against the reverse-mode gradient\n{protocol}{_tag(fast)}", 6)
+              f"Central differences: error against the reverse-mode gradient\n{_wrap(protocol)}{_tag(fast)}", 6)
     return save_figure(fig, path)
 
 
@@ -110,7 +115,7 @@ def plot_symbolic(rows, path: Path, protocol: str, fast: bool) -> Path:
     _decorate(a1, "parameters (8 cells² + 6 cells)", "nodes", legend_size=6)
     _decorate(a2, "parameters", "seconds", legend_size=6)
     fig.suptitle(f"Symbolic (sympy) vs reverse-mode gradient of an LSTM char model on 'hello world!'\n"
-                 f"{protocol}{_tag(fast)}", fontsize=9)
+                 f"{_wrap(protocol)}{_tag(fast)}", fontsize=9)
     return save_figure(fig, path)
 
 
@@ -123,7 +128,7 @@ def plot_matrix(rows, path: Path, protocol: str, fast: bool) -> Path:
             ax.loglog([r["n"] for r in sel], [r["over_first"] for r in sel], marker=MARKERS[i], ls=LINES[i % 4],
                       label=name)
         _decorate(ax, "n", f"time / {methods[0]}", group, 6)
-    fig.suptitle(f"Matrix-level derivatives vs autodiff, linear StackedACDC\n{protocol}{_tag(fast)}", fontsize=9)
+    fig.suptitle(f"Matrix-level derivatives vs autodiff, linear StackedACDC\n{_wrap(protocol)}{_tag(fast)}", fontsize=9)
     return save_figure(fig, path)
 
 
@@ -164,3 +169,26 @@ def summary_markdown(results: dict) -> str:
                                "time / first": _g(r["over_first"]), "rel err": _g(r["rel_err"])}
                               for r in m["rows"]]), ""]
     return "\n".join(out)
+
+
+def write_report(results: dict, folder: Path) -> dict[str, Path]:
+    """Every plot of the parts present in ``results`` and summary.md into ``folder``; returns name -> path."""
+    fast, folder, figs = results["config"]["fast"], Path(folder), {}
+    if "scaling" in results:
+        s = results["scaling"]
+        figs["scaling_nlogn"] = plot_scaling(s["rows"], s["fits"], "r_n_log2n", folder / "scaling_nlogn.png",
+                                             s["protocol"], fast)
+        figs["scaling_n2"] = plot_scaling(s["rows"], s["fits"], "r_n2", folder / "scaling_n2.png", s["protocol"], fast)
+        figs["grad_over_eval"] = plot_ratio(s["rows"], folder / "grad_over_eval.png", s["protocol"], fast)
+    if "forward" in results:
+        f = results["forward"]
+        figs["forward"] = plot_forward(f["rows"], folder / "forward.png", f["protocol"], fast)
+        figs["fd_error"] = plot_fd_error(f["rows"], folder / "fd_error.png", f["protocol"], fast)
+    if "symbolic" in results:
+        figs["symbolic"] = plot_symbolic(results["symbolic"]["rows"], folder / "symbolic.png",
+                                         results["symbolic"]["protocol"], fast)
+    if "matrix" in results:
+        figs["matrix"] = plot_matrix(results["matrix"]["rows"], folder / "matrix.png", results["matrix"]["protocol"],
+                                     fast)
+    (folder / "summary.md").write_text(summary_markdown(results))
+    return figs

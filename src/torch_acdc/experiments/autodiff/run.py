@@ -58,40 +58,32 @@ def run_autodiff(s: dict, parts=PARTS, *, out=None, fast: bool = False, seed: in
     folder = make_run_dir(out, "autodiff")
     results = {"experiment": "autodiff", "config": {**s, "parts": list(parts), "fast": fast, "seed": seed,
                                                     "threads": torch.get_num_threads()},
-               "command": command or _command_line(), "figures": {}}
+               "command": command or _command_line()}
     started = time.perf_counter()
     common = {"rounds": s["rounds"], "min_sample": s["min_sample"], "seed": seed, "progress": progress}
-    fig = results["figures"]
     if "scaling" in parts:
         rows = measure_scaling(s["scaling_ns"], s["scaling_depths"], batch=s["batch"], dense_limit=s["dense_limit"],
                                **common)
         fits = scaling_fits(rows, s["fit_min_n"])
         proto = _protocol(s, f"loss mean(y^2), batch {s['batch']} x n, float32, fits over n >= {s['fit_min_n']}")
         results["scaling"] = {"protocol": proto, "rows": rows, "fits": fits, "fits_all_n": scaling_fits(rows)}
-        fig["scaling_nlogn"] = report.plot_scaling(rows, fits, "r_n_log2n", folder / "scaling_nlogn.png", proto, fast)
-        fig["scaling_n2"] = report.plot_scaling(rows, fits, "r_n2", folder / "scaling_n2.png", proto, fast)
-        fig["grad_over_eval"] = report.plot_ratio(rows, folder / "grad_over_eval.png", proto, fast)
     if "forward" in parts:
         rows = measure_forward(s["forward_ns"], depth=s["forward_depth"], chunk=s["chunk"], **common)
         proto = _protocol(s, f"StackedACDC(n, n, {s['forward_depth']}, tanh), loss mean(y^2), batch 16, float32 "
                              f"timings, vmap chunk {s['chunk']}, errors vs float64 reverse mode")
         results["forward"] = {"protocol": proto, "rows": rows}
-        fig["forward"] = report.plot_forward(rows, folder / "forward.png", proto, fast)
-        fig["fd_error"] = report.plot_fd_error(rows, folder / "fd_error.png", proto, fast)
     if "symbolic" in parts:
         rows = measure_symbolic(s["cells"], s["chars"], limit=s["symbolic_limit"], rounds=s["rounds"], seed=seed,
                                 progress=progress)
         proto = (f"sympy diff + lambdify (math) under a {s['symbolic_limit']:g} s limit per size, float64 autograd "
                  f"median of {s['rounds']} rounds")
         results["symbolic"] = {"protocol": proto, "rows": rows}
-        fig["symbolic"] = report.plot_symbolic(rows, folder / "symbolic.png", proto, fast)
     if "matrix" in parts:
         rows = measure_matrix(s["matrix_ns"], depth=s["matrix_depth"], **common)
         proto = _protocol(s, f"linear StackedACDC(n, n, {s['matrix_depth']}), float64, loss ||W x + b - y||^2")
         results["matrix"] = {"protocol": proto, "rows": rows}
-        fig["matrix"] = report.plot_matrix(rows, folder / "matrix.png", proto, fast)
     results["wall_seconds"] = time.perf_counter() - started
-    (folder / "summary.md").write_text(report.summary_markdown(results))
+    results["figures"] = report.write_report(results, folder)
     write_json(folder / "results.json", results)
     results["out"] = folder
     return results
