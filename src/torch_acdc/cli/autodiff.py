@@ -13,39 +13,21 @@ import argparse
 
 import torch
 
-from .run import FAST, FULL, PARTS, resolve_settings, run_autodiff
+from ..experiments.autodiff import FAST, FULL, PARTS, resolve_settings, run_autodiff
+from .common import positive_float, positive_int
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "FAST_HELP"]
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
+FAST_HELP = "small sizes for CI (seconds); explicit flags still win"
 
 # flag -> (settings key, type, nargs)
 _OVERRIDES = {
-    "--scaling-ns": ("scaling_ns", _positive_int, "+"), "--scaling-depths": ("scaling_depths", _positive_int, "+"),
-    "--batch": ("batch", _positive_int, None), "--dense-limit": ("dense_limit", _positive_int, None),
-    "--forward-ns": ("forward_ns", _positive_int, "+"), "--chunk": ("chunk", _positive_int, None),
-    "--cells": ("cells", _positive_int, "+"), "--chars": ("chars", _positive_int, "+"),
-    "--symbolic-limit": ("symbolic_limit", _positive_float, None), "--matrix-ns": ("matrix_ns", _positive_int, "+"),
-    "--rounds": ("rounds", _positive_int, None), "--min-sample": ("min_sample", _positive_float, None),
+    "--scaling-ns": ("scaling_ns", positive_int, "+"), "--scaling-depths": ("scaling_depths", positive_int, "+"),
+    "--batch": ("batch", positive_int, None), "--dense-limit": ("dense_limit", positive_int, None),
+    "--forward-ns": ("forward_ns", positive_int, "+"), "--chunk": ("chunk", positive_int, None),
+    "--cells": ("cells", positive_int, "+"), "--chars": ("chars", positive_int, "+"),
+    "--symbolic-limit": ("symbolic_limit", positive_float, None), "--matrix-ns": ("matrix_ns", positive_int, "+"),
+    "--rounds": ("rounds", positive_int, None), "--min-sample": ("min_sample", positive_float, None),
 }
 
 
@@ -54,11 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for flag, (key, typ, nargs) in _OVERRIDES.items():
         p.add_argument(flag, dest=key, type=typ, nargs=nargs, default=None,
                        help=f"default {FULL[key]} (--fast: {FAST[key]})")
-    p.add_argument("--threads", type=_positive_int, default=1, help="torch intra-op threads (default 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="run folder (default runs/autodiff-<time>)")
-    p.add_argument("--fast", action="store_true", help="small sizes for CI; explicit flags still win")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch intra-op threads (default 1)")
 
 
 def run(args: argparse.Namespace) -> int:
