@@ -61,7 +61,17 @@ def _makhoul_permutation(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     return perm, torch.empty_like(perm).scatter_(0, perm, idx)
 
 
-_cached_permutation = functools.lru_cache(maxsize=256)(_makhoul_permutation)
+def _untransformed(fn):
+    """``fn`` run with functorch disabled: a cached table built inside torch.func.grad/jvp/vmap must be a plain
+    tensor, not a wrapper of that transform's level (which would escape it and break every later call)."""
+    @functools.wraps(fn)
+    def wrapper(*args):
+        with torch._C._DisableFuncTorch():
+            return fn(*args)
+    return wrapper
+
+
+_cached_permutation = functools.lru_cache(maxsize=256)(_untransformed(_makhoul_permutation))
 
 
 def makhoul_permutation(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,6 +85,7 @@ def makhoul_permutation(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=256)
+@_untransformed
 def makhoul_tables(n: int, dtype: torch.dtype, device: torch.device) -> MakhoulTables:
     """Build (once per (n, dtype, device)) the tables of :class:`MakhoulTables`. ``dtype`` is real."""
     if n < 1:
