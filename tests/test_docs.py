@@ -68,3 +68,14 @@ def test_a_wrong_flag_in_a_doc_block_would_fail():
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args(["bench", "--no-such-flag"])
     assert exc.value.code != 0
+
+
+def test_every_linked_file_exists():
+    """Images and relative links in the README and docs point at files of the repository."""
+    from docs_blocks import doc_files
+
+    for path in doc_files():
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text()):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            assert (path.parent / target).exists(), f"{path.relative_to(ROOT)} links to missing {target}"
