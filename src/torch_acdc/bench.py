@@ -1,9 +1,11 @@
-"""Side-by-side timing and memory of nn.Linear, ACDC, StackedACDC and the FFT floor, from one run.
+"""Side-by-side timing and memory of nn.Linear, ACDC, StackedACDC, a Monarch peer and the FFT floor, one run.
 
 All figures of one row come from the same process, interleaved, so their ratios are meaningful on a noisy
 machine. Times are medians over ``repeats`` calls after warm-up. Peak memory is the largest amount of
 memory allocated (activations, gradients, temporaries) at any point of one forward+backward, measured with
-the PyTorch profiler's memory timeline (on CUDA: ``torch.cuda.max_memory_allocated``).
+the PyTorch profiler's memory timeline (on CUDA: ``torch.cuda.max_memory_allocated``). Forward+backward is
+``layer(x).backward(g)`` with a fixed g; fresh-memory page faults are included (as in real training).
+"ACDC torch" is the same layer on the pure-torch path (``TORCH_ACDC_NATIVE=0``), timed in the same loop.
 """
 from __future__ import annotations
 
@@ -14,9 +16,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from . import native
 from .layers import ACDC, StackedACDC
 
-__all__ = ["BenchRow", "median_ms", "interleaved_ms", "peak_memory_mb", "bench_size", "run", "format_table",
+__all__ = ["BenchRow", "Monarch", "forward_latency", "median_ms", "interleaved_ms", "peak_memory_mb", "bench_size", "run", "format_table",
            "batch_sweep", "format_sweep"]
 
 
@@ -29,6 +32,10 @@ class BenchRow:
     linear_fb_ms: float
     acdc_fwd_ms: float
     acdc_fb_ms: float
+    acdc_torch_fwd_ms: float
+    acdc_torch_fb_ms: float
+    monarch_fwd_ms: float
+    monarch_fb_ms: float
     stack_fwd_ms: float
     stack_fb_ms: float
     linear_peak_mb: float
@@ -45,14 +52,54 @@ class BenchRow:
         return self.acdc_fb_ms / self.acdc_fwd_ms
 
     @property
+    def acdc_fwd_over_rfft(self) -> float:
+        return self.acdc_fwd_ms / self.rfft_ms
+
+    @property
+    def monarch_over_acdc_fb(self) -> float:
+        return self.monarch_fb_ms / self.acdc_fb_ms
+
+    @property
+    def stack_over_acdc_fb(self) -> float:
+        return self.stack_fb_ms / self.acdc_fb_ms
+
+    @property
+    def torch_over_native_fb(self) -> float:
+        return self.acdc_torch_fb_ms / self.acdc_fb_ms
+
+    RATIOS = ("acdc_fb_over_5rfft", "acdc_fwd_over_rfft", "acdc_fb_over_fwd", "linear_over_acdc_fb",
+              "monarch_over_acdc_fb", "stack_over_acdc_fb", "torch_over_native_fb")
+
+    @property
     def linear_over_acdc_fb(self) -> float:
         return self.linear_fb_ms / self.acdc_fb_ms
 
     def as_dict(self) -> dict:
         out = asdict(self)
-        out.update(acdc_fb_over_5rfft=self.acdc_fb_over_5rfft, acdc_fb_over_fwd=self.acdc_fb_over_fwd,
-                   linear_over_acdc_fb=self.linear_over_acdc_fb)
+        out.update({name: getattr(self, name) for name in self.RATIOS})
         return out
+
+
+class Monarch(nn.Module):
+    """A plain Monarch layer (a benchmark *peer*, not part of the library API): two block-diagonal batched
+    matmuls with about sqrt(n) blocks and a transpose between, n = k * q. (B, n) -> (B, n), n (k + q) weights.
+    """
+
+    def __init__(self, n: int, device=None, dtype=None):
+        super().__init__()
+        k = 1 << (max(n, 1).bit_length() - 1) // 2
+        while n % k:
+            k //= 2
+        self.k, self.q = k, n // k
+        kw = {"device": device, "dtype": dtype}
+        self.w1 = nn.Parameter(torch.randn(self.k, self.q, self.q, **kw) / self.q ** 0.5)
+        self.w2 = nn.Parameter(torch.randn(self.q, self.k, self.k, **kw) / self.k ** 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        h = torch.bmm(x.reshape(b, self.k, self.q).transpose(0, 1), self.w1)  # (k, B, q)
+        h = torch.bmm(h.permute(2, 1, 0), self.w2)  # (q, B, k)
+        return h.permute(1, 2, 0).reshape(b, -1)
 
 
 def _sync(device: torch.device) -> None:
@@ -103,20 +150,43 @@ def peak_memory_mb(fn, device: torch.device = torch.device("cpu")) -> float:
     return max((sum(s) for s in sizes), default=0) / 2**20
 
 
-def _fwd_bwd(module: nn.Module, x: torch.Tensor):
+def _on_path(fn, use_native):
+    """fn run with the native path on/off (None: as configured)."""
+    if use_native is None:
+        return fn
+
+    def step():
+        with native.use_native(use_native):
+            fn()
+    return step
+
+
+def _fwd_bwd(module: nn.Module, x: torch.Tensor, use_native=None):
+    g = torch.randn_like(x)
+
     def step():
         for p in module.parameters():
             p.grad = None
         x.grad = None
-        module(x).sum().backward()
-    return step
+        module(x).backward(g)
+    return _on_path(step, use_native)
 
 
-def _fwd(module: nn.Module, x: torch.Tensor):
+def _fwd(module: nn.Module, x: torch.Tensor, use_native=None):
     def step():
         with torch.no_grad():
             module(x)
-    return step
+    return _on_path(step, use_native)
+
+
+def forward_latency(n: int = 1024, batch: int = 1, repeats: int = 200, device="cpu") -> dict:
+    """Small-batch forward (no grad) of nn.Linear vs ACDC (native and torch path), median ms, interleaved."""
+    device = torch.device(device)
+    x = torch.randn(batch, n, device=device)
+    lin, layer = nn.Linear(n, n, device=device), ACDC(n, device=device)
+    t = interleaved_ms({"linear_fwd_ms": _fwd(lin, x), "acdc_fwd_ms": _fwd(layer, x),
+                        "acdc_torch_fwd_ms": _fwd(layer, x, False)}, repeats, warmup=10, device=device)
+    return {"n": n, "batch": batch, **t, "linear_over_acdc": t["linear_fwd_ms"] / t["acdc_fwd_ms"]}
 
 
 def bench_size(n: int, batch: int = 256, depth: int = 4, repeats: int = 20, device="cpu",
@@ -126,15 +196,17 @@ def bench_size(n: int, batch: int = 256, depth: int = 4, repeats: int = 20, devi
     kw = {"device": device, "dtype": dtype}
     x = torch.randn(batch, n, **kw, requires_grad=True)
     models = {"linear": nn.Linear(n, n, **kw), "acdc": ACDC(n, **kw),
-              "stack": StackedACDC(n, n, depth, **kw)}
+              "stack": StackedACDC(n, n, depth, **kw), "monarch": Monarch(n, **kw)}
     xd = x.detach()
     fns = {"rfft_ms": lambda: torch.fft.rfft(xd)}
     for name, m in models.items():
         fns[f"{name}_fwd_ms"] = _fwd(m, x)
         fns[f"{name}_fb_ms"] = _fwd_bwd(m, x)
+    fns["acdc_torch_fwd_ms"] = _fwd(models["acdc"], x, use_native=False)
+    fns["acdc_torch_fb_ms"] = _fwd_bwd(models["acdc"], x, use_native=False)
     res = interleaved_ms(fns, repeats, device=device)
-    for name, m in models.items():
-        res[f"{name}_peak_mb"] = peak_memory_mb(_fwd_bwd(m, x), device) if memory else float("nan")
+    for name in ("linear", "acdc", "stack"):
+        res[f"{name}_peak_mb"] = peak_memory_mb(_fwd_bwd(models[name], x), device) if memory else float("nan")
     return BenchRow(n=n, batch=batch, stack_depth=depth, **res)
 
 
@@ -176,15 +248,18 @@ def run(sizes=(512, 1024, 2048, 4096, 8192, 16384), batch: int = 256, depth: int
 
 
 def format_table(rows: list[BenchRow]) -> str:
-    """A Markdown table of the rows (times in ms, memory in MiB)."""
-    head = ("| n | B | rfft | Linear fwd | Linear f+b | ACDC fwd | ACDC f+b | Stack(d) fwd | Stack(d) f+b "
-            "| ACDC f+b / 5 rfft | ACDC f+b / fwd | Linear / ACDC f+b | peak MiB Linear / ACDC / Stack |")
-    lines = [head, "|" + "---|" * 13]
+    """Two Markdown tables of the rows: times (ms) and peak memory (MiB), then the ratios."""
+    head = ("| n | B | rfft | Linear fwd | Linear f+b | ACDC fwd | ACDC f+b | ACDC torch fwd | ACDC torch f+b "
+            "| Monarch fwd | Monarch f+b | Stack(d) fwd | Stack(d) f+b | peak MiB Linear / ACDC / Stack |")
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
         lines.append(
             f"| {r.n} | {r.batch} | {r.rfft_ms:.2f} | {r.linear_fwd_ms:.2f} | {r.linear_fb_ms:.2f} "
-            f"| {r.acdc_fwd_ms:.2f} | {r.acdc_fb_ms:.2f} | {r.stack_fwd_ms:.2f} ({r.stack_depth}) "
-            f"| {r.stack_fb_ms:.2f} | {r.acdc_fb_over_5rfft:.2f} | {r.acdc_fb_over_fwd:.2f} "
-            f"| {r.linear_over_acdc_fb:.1f}x | {r.linear_peak_mb:.1f} / {r.acdc_peak_mb:.1f} / {r.stack_peak_mb:.1f} |"
-        )
+            f"| {r.acdc_fwd_ms:.2f} | {r.acdc_fb_ms:.2f} | {r.acdc_torch_fwd_ms:.2f} | {r.acdc_torch_fb_ms:.2f} "
+            f"| {r.monarch_fwd_ms:.2f} | {r.monarch_fb_ms:.2f} | {r.stack_fwd_ms:.2f} ({r.stack_depth}) "
+            f"| {r.stack_fb_ms:.2f} | {r.linear_peak_mb:.1f} / {r.acdc_peak_mb:.1f} / {r.stack_peak_mb:.1f} |")
+    lines += ["", "| n | ACDC f+b / 5 rfft | ACDC fwd / rfft | ACDC f+b / fwd | Linear / ACDC f+b "
+              "| Monarch / ACDC f+b | Stack(d) / ACDC f+b | torch path / native f+b |", "|" + "---|" * 8]
+    for r in rows:
+        lines.append(f"| {r.n} | " + " | ".join(f"{getattr(r, k):.2f}" for k in BenchRow.RATIOS) + " |")
     return "\n".join(lines)

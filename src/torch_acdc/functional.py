@@ -35,6 +35,7 @@ from .transform import (
     rfft,
     spectrum,
 )
+from . import native
 from .kernels import diag_sums, gather_mul_sum, gather_scale, spectral_map_
 
 __all__ = ["acdc", "acdc_reference", "acdc_gathered", "permute", "packed_diagonal"]
@@ -77,8 +78,43 @@ def acdc_forward(x, a_p, d, in_idx=None, out_idx=None):
     order) and fuses the next layer's G_in with the shuffle. x (..., n), a_p, d (n,). 2 FFTs, 3 allocations.
     """
     t = makhoul_tables(x.shape[-1], x.dtype, x.device)
+    if native.usable(x, a_p, d):
+        return _native_forward(x.contiguous(), a_p.contiguous(), d.contiguous(), in_idx, out_idx, t)
     u = gather_scale(x, in_idx, a_p)
     return _gather(middle(u, d, t), out_idx)
+
+
+def _real(z: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_real(z)
+
+
+def _native_forward(x, a_p, d, in_idx, out_idx, t):
+    """acdc_forward with the fused kernels: gather*a, rfft, bin map in place, irfft, gather (3 passes)."""
+    k = native.ops()
+    z = rfft(k.gather_scale(x, in_idx, a_p, None))
+    k.bin_map_(_real(z), d, _real(t.twiddle))
+    y = irfft(z, t.n)
+    return k.gather_scale(y, out_idx, None, None) if out_idx is not None else y
+
+
+def _native_grads(grad_y, x, a_p, d, in_idx, out_inv, needs, t):
+    """acdc_grads with the fused kernels: 3 FFTs and 4 passes (gather grad_y; gather*a of x; grad_d sums and
+    bin map together; grad_x and grad_a together)."""
+    k = native.ops()
+    grad_x = grad_a = grad_d = None
+    w = _real(t.twiddle)
+    zeta = rfft(k.gather_scale(grad_y, out_inv, None, None) if out_inv is not None else grad_y)
+    need_xa = needs[0] or needs[1]
+    if needs[2]:
+        v = rfft(k.gather_scale(x, in_idx, a_p, None))
+        sums = k.diag_sums_map_(_real(v), _real(zeta), w, d if need_xa else None)
+        grad_d = sums.reshape(-1).index_select(0, t.unpack) * t.scale.square()
+    elif need_xa:
+        k.bin_map_(_real(zeta), d, w)
+    if need_xa:
+        gx, ga = k.input_grads(irfft(zeta, t.n), x, in_idx, a_p, needs[0], needs[1])
+        grad_x, grad_a = (gx if needs[0] else None), (ga if needs[1] else None)
+    return grad_x, grad_a, grad_d
 
 
 def acdc_grads(grad_y, x, a_p, d, in_idx=None, in_inv=None, out_inv=None, needs=(True, True, True)):
@@ -91,6 +127,9 @@ def acdc_grads(grad_y, x, a_p, d, in_idx=None, in_inv=None, out_inv=None, needs=
     No division anywhere.
     """
     t = makhoul_tables(x.shape[-1], x.dtype, x.device)
+    if native.usable(grad_y, x, a_p, d):
+        return _native_grads(grad_y.contiguous(), x.contiguous(), a_p.contiguous(), d.contiguous(), in_idx,
+                             out_inv, needs, t)
     grad_x = grad_a = grad_d = None
     zeta = spectrum(_gather(grad_y, out_inv), t)
     v = _gather(x, in_idx) if (needs[1] or needs[2]) else None  # one gather serves both grad_d and grad_a

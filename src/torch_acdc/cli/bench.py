@@ -27,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="sizes 256 and 1024, 5 repeats")
     p.add_argument("--batch-sweep", action="store_true",
                    help="also sweep batch sizes 1..4096 at n=1024 and 4096 (Linear vs ACDC)")
+    p.add_argument("--latency-n", type=positive_int, default=1024, help="n of the batch-1 forward latency line")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, fp32, "
           f"median ms; peak MiB allocated during one forward+backward")
     print(table)
-    result = {"rows": [r.as_dict() for r in rows], "threads": torch.get_num_threads(),
+    lat = bench.forward_latency(args.latency_n, device=args.device)
+    print(f"\nB=1, n={lat['n']} forward (median ms): Linear {lat['linear_fwd_ms']:.4f}, ACDC "
+          f"{lat['acdc_fwd_ms']:.4f} (torch path {lat['acdc_torch_fwd_ms']:.4f}); Linear / ACDC "
+          f"{lat['linear_over_acdc']:.2f}")
+    result = {"rows": [r.as_dict() for r in rows], "threads": torch.get_num_threads(), "latency": lat,
               "torch": torch.__version__, "device": args.device}
     if args.batch_sweep:
         sweep = bench.batch_sweep(device=args.device, repeats=max(3, repeats // 2), progress=not args.no_progress)

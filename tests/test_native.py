@@ -1,0 +1,104 @@
+"""The fused native CPU kernels against the pure-torch reference path (float64, tight), gradients through
+both paths, opcheck of the native ops, the fallback switch and warning."""
+import pytest
+import torch
+from torch.autograd import gradcheck, gradgradcheck
+
+from torch_acdc import ACDC, StackedACDC, acdc, native
+from torch_acdc.functional import acdc_forward, acdc_grads
+from torch_acdc.permutations import inverse
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels could not be built")
+F64 = {"dtype": torch.float64}
+
+
+def _both(fn):
+    """fn() with the native path and with the torch path forced."""
+    with native.use_native(True):
+        fast = fn()
+    with native.use_native(False):
+        ref = fn()
+    return fast, ref
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 15, 64, 257])
+@pytest.mark.parametrize("gathers", ["none", "in", "both"])
+def test_operator_and_gradients_match_torch_path(n, gathers):
+    torch.manual_seed(n)
+    x, a, d, g = torch.randn(6, n, **F64), torch.randn(n, **F64), torch.randn(n, **F64), torch.randn(6, n, **F64)
+    p, q = torch.randperm(n), torch.randperm(n)
+    in_idx = p if gathers != "none" else None
+    out_idx, out_inv = (q, inverse(q)) if gathers == "both" else (None, None)
+    with torch.no_grad():
+        for needs in [(True, True, True), (True, False, False), (False, True, False), (False, False, True)]:
+            fast, ref = _both(lambda: (acdc_forward(x, a, d, in_idx, out_idx),
+                                       *acdc_grads(g, x, a, d, in_idx, None if in_idx is None else inverse(p),
+                                                   out_inv, needs)))
+            for f, r in zip(fast, ref):
+                assert (f is None) == (r is None)
+                if f is not None:
+                    torch.testing.assert_close(f, r, rtol=1e-12, atol=1e-12)
+
+
+def test_native_path_is_taken_and_switch_forces_torch(monkeypatch):
+    calls = []
+    real = native.ops
+    monkeypatch.setattr(native, "ops", lambda: calls.append(1) or real())
+    x, a, d = torch.randn(3, 8), torch.randn(8), torch.randn(8)
+    with native.use_native(False):
+        acdc(x, a, d)
+    assert calls == []
+    acdc(x, a, d)
+    with torch.no_grad():
+        assert calls and native.usable(x) and not native.usable(x.to(torch.float16))
+    assert not native.usable(x)  # grad mode on: only double backward runs here, and it needs torch ops
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_gradcheck_and_gradgradcheck_both_paths(flag):
+    args = [torch.randn(*s, **F64, requires_grad=True) for s in ((2, 4), (4,), (4,), (4,))]
+    with native.use_native(flag):
+        assert gradcheck(acdc, args)
+        assert gradgradcheck(acdc, args)  # double backward: differentiable torch ops
+
+
+def test_layers_match_torch_path_fp32_and_fp64():
+    torch.manual_seed(0)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        for m in (ACDC(40, dtype=dtype), StackedACDC(30, 40, depth=3, activation="relu", dtype=dtype)):
+            x = torch.randn(5, m.in_features, dtype=dtype)
+
+            def run():
+                xg = x.clone().requires_grad_()
+                m.zero_grad(set_to_none=True)
+                y = m(xg)
+                y.square().sum().backward()
+                return y.detach(), xg.grad, *[p.grad for p in m.parameters()]
+
+            for f, r in zip(*_both(run)):
+                torch.testing.assert_close(f, r, rtol=tol, atol=tol)
+
+
+def test_native_ops_pass_opcheck():
+    """Schema, fake kernels and autograd registration of every op; compiled (aot) dispatch of one."""
+    fast = {"test_utils": ("test_schema", "test_faketensor", "test_autograd_registration")}
+    ops = native.ops()
+    x, i, s = torch.randn(4, 9, **F64), torch.randperm(9), torch.randn(9, **F64)
+    torch.library.opcheck(ops.gather_scale, (x, i, s, s))
+    torch.library.opcheck(ops.gather_scale, (x, None, None, None), **fast)
+    z, v = torch.randn(4, 5, 2, **F64), torch.randn(4, 5, 2, **F64)
+    w = torch.view_as_real(torch.polar(torch.ones(5, **F64), torch.arange(5, **F64)))
+    torch.library.opcheck(ops.bin_map_, (z, s, w), **fast)
+    torch.library.opcheck(ops.diag_sums_map_, (v, z, w, s), **fast)
+    torch.library.opcheck(ops.input_grads, (x, x.clone(), i, s, True, True), **fast)
+
+
+def test_unavailable_build_warns_once_and_falls_back(monkeypatch):
+    monkeypatch.setattr(native, "_state", {**native._state, "loaded": None})
+    monkeypatch.setattr(native, "library_path", lambda: (_ for _ in ()).throw(OSError("no compiler")))
+    x, a, d = torch.randn(2, 5, **F64), torch.randn(5, **F64), torch.randn(5, **F64)
+    with pytest.warns(RuntimeWarning, match="native CPU kernels unavailable.*no compiler"):
+        y = acdc(x, a, d)
+    assert not native.available()  # no second warning: the result is remembered
+    with native.use_native(False):
+        torch.testing.assert_close(y, acdc(x, a, d))
