@@ -150,7 +150,7 @@ def _fingerprint(model: nn.Module, train_data: TensorDataset, **settings) -> dic
 def _resume(state: TrainState, fingerprint: dict, total_steps: int, desc: str | None) -> _Progress:
     """The progress stored in the newest readable checkpoint (model, optimizer and RNG restored), after checking
     it was written by this configuration; a fresh start when there is none."""
-    r = state.resume()
+    r = state.begin(resume=True, require_extra=("fingerprint", "history", "epoch_loss_sum"))
     if r is None:
         return _Progress()
     saved = r.extra["fingerprint"]
@@ -169,7 +169,7 @@ def train_classifier(model: nn.Module, train_data: TensorDataset, test_data: Ten
                      lr_multipliers: dict[str, float] | None = None, seed: int = 0, progress: bool = False,
                      desc: str | None = None, ctx: DistContext | None = None,
                      checkpoints: CheckpointManager | None = None, checkpoint_every: int = 100,
-                     resume: bool = False) -> TrainResult:
+                     resume: bool = False, overwrite: bool = False) -> TrainResult:
     """Train ``model`` with Adam on ``param_groups(model, lr, weight_decay, lr_multipliers)`` and cross-entropy.
 
     Step ``s`` uses global batch ``s`` of ``ShardedBatches(len(train_data), batch_size, seed)`` (epoch-seeded
@@ -178,7 +178,8 @@ def train_classifier(model: nn.Module, train_data: TensorDataset, test_data: Ten
     trajectory up to float rounding. The test set is evaluated after every epoch. With ``checkpoints``, a
     :class:`~torch_acdc.training.TrainState` (model, optimizer, every rank's RNG, step, history) is saved
     every ``checkpoint_every`` steps and after the last; ``resume`` continues from the newest readable one
-    (``epochs`` may be raised to extend a finished run). Collective when distributed: call on every rank.
+    (``epochs`` may be raised to extend a finished run); a fresh run refuses a checkpoint directory holding
+    another run's checkpoints (:class:`~torch_acdc.training.RunFolderError`) unless ``overwrite``. Collective when distributed: call on every rank.
     """
     ctx = ctx or DistContext()
     model.to(ctx.device)
@@ -194,7 +195,11 @@ def train_classifier(model: nn.Module, train_data: TensorDataset, test_data: Ten
         state = TrainState(checkpoints, ctx, model=model, optimizer=opt)
         fingerprint = _fingerprint(model, train_data, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                                    lr_multipliers=lr_multipliers, seed=seed)
-    run = _resume(state, fingerprint, total_steps, desc) if resume and state is not None else _Progress()
+    run = _Progress()
+    if state is not None:
+        run = _resume(state, fingerprint, total_steps, desc) if resume else _Progress()
+        if not resume:
+            state.begin(resume=False, overwrite=overwrite)
 
     bar = tqdm(total=total_steps, initial=run.step, desc=desc, disable=not (progress and ctx.is_main),
                leave=False)
@@ -247,6 +252,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", type=int, default=2, help="checkpoints kept per run (>= 2 keeps the previous good one)")
     p.add_argument("--resume", action="store_true",
                    help="continue every run from its newest readable checkpoint in --out/checkpoints")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start fresh in an --out that holds an earlier run (its checkpoints are deleted)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (under torchrun: cuda:LOCAL_RANK)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--fast", action="store_true", help=f"quick smoke run: {FAST}")
@@ -281,7 +288,8 @@ def run(args: argparse.Namespace) -> int:
             else load_sklearn_digits(seed=0))
     mult = None if args.lr_mult is None else {"A": args.lr_mult, "D": args.lr_mult}
     with distributed(args.device) as ctx:
-        out = make_run_dir(args.out, "classify") if ctx.is_main else None
+        overwrite = getattr(args, "overwrite", False)
+        out = make_run_dir(args.out, "classify", args.resume, overwrite) if ctx.is_main else None
         out = Path(ctx.broadcast_object(str(out) if out else None))
         if ctx.is_main:
             print(data.describe())
@@ -296,7 +304,8 @@ def run(args: argparse.Namespace) -> int:
                                        lr=args.lr, weight_decay=args.weight_decay, lr_multipliers=mult, seed=seed,
                                        progress=not args.no_progress, desc=f"{name} seed {seed}", ctx=ctx,
                                        checkpoints=CheckpointManager(out / "checkpoints" / label, keep=args.keep),
-                                       checkpoint_every=args.checkpoint_every, resume=args.resume)
+                                       checkpoint_every=args.checkpoint_every, resume=args.resume,
+                                       overwrite=overwrite)
                 accs.append(res.test_accuracy)
                 curves.setdefault(name, []).append([h["test_accuracy"] for h in res.history])
                 runs.setdefault(name, []).append(res.history)

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..training.runs import check_fresh_start, lock_dir
+
 __all__ = ["seed_everything", "make_run_dir", "write_json", "save_figure", "format_table", "new_figure"]
 
 
@@ -21,10 +23,16 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def make_run_dir(out: str | os.PathLike | None, name: str) -> Path:
-    """``out`` if given, else ``runs/<name>-<timestamp>``; created if missing."""
+def make_run_dir(out: str | os.PathLike | None, name: str, resume: bool = False, overwrite: bool = False) -> Path:
+    """``out`` if given, else ``runs/<name>-<timestamp>``; created if missing, and locked for this process.
+
+    Raises :class:`~torch_acdc.training.RunFolderError` if a fresh run (``resume`` False) would start over
+    the run already in ``out`` without ``overwrite``, and :class:`~torch_acdc.training.RunLockError` (naming
+    the holder) if another process writes there.
+    """
     path = Path(out) if out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path.mkdir(parents=True, exist_ok=True)
+    check_fresh_start(path, resume, overwrite)
+    lock_dir(path)
     return path
 
 

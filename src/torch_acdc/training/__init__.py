@@ -11,8 +11,10 @@ from .batches import ShardedBatches, StreamBatches, StreamChunk, derived_seed
 from .checkpoint import Checkpoint, CheckpointError, CheckpointManager, atomic_save, load_checkpoint
 from .distributed import DistContext, distributed, unwrap
 from .rng import capture_rng_state, restore_rng_state
+from .runs import RunFolderError, RunLockError, check_fresh_start, lock_dir
 from .state import Resumed, TrainState
 
 __all__ = ["distributed", "DistContext", "unwrap", "CheckpointManager", "CheckpointError", "Checkpoint",
            "atomic_save", "load_checkpoint", "TrainState", "Resumed", "ShardedBatches", "StreamBatches",
-           "StreamChunk", "derived_seed", "capture_rng_state", "restore_rng_state"]
+           "StreamChunk", "derived_seed", "capture_rng_state", "restore_rng_state",
+           "RunFolderError", "RunLockError", "lock_dir", "check_fresh_start"]
