@@ -194,3 +194,23 @@ def test_foreign_checkpoint_content_falls_back_to_the_previous(tmp_path, foreign
     with pytest.warns(UserWarning, match=f"ckpt-00000002.pt is unusable: unexpected content: {reason}"):
         r = TrainState(CheckpointManager(tmp_path), model=torch.nn.Linear(2, 2)).resume(require_extra=("history",))
     assert r.step == 1 and r.extra == {"history": [0.5]}
+
+
+# ---- finding 6: no implicit dense `weight` on structured layers; the matrix only via to_dense() ----
+
+def test_structured_layers_have_no_implicit_dense_weight():
+    from torch import nn
+
+    from torch_acdc.conv import ACDCSeparableConv2d
+
+    nonlinear = StackedACDC(4, 4, 2, activation="relu")
+    assert not hasattr(nonlinear, "weight")  # before the fix: RuntimeError from to_dense() inside hasattr
+    model = nn.Sequential(nn.Linear(4, 4), StackedACDC(4, 4, 2), ACDC(4), AFDF(4), ACDCConv2d(4, 4),
+                          ACDCSeparableConv2d(4, 4, 3), nonlinear)
+    touched = []
+    for m in model.modules():  # the common init loop
+        if hasattr(m, "weight") and isinstance(getattr(m, "weight"), nn.Parameter):
+            touched.append(type(m).__name__)
+    assert touched == ["Linear", "Conv2d"]
+    for m in (StackedACDC(4, 4, 2), ACDC(4), ACDCConv2d(4, 4)):
+        assert not hasattr(m, "weight") and m.to_dense().dim() in (2, 4)

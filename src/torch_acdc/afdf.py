@@ -233,7 +233,7 @@ class AFDF(DiagonalLayer):
     Input (..., features) -> output (..., features), real. Parameters ``a`` and ``d`` are the complex
     diagonals as real pairs of shape (features, 2) (``torch.view_as_complex(layer.a)`` is the complex view),
     ``bias`` (features,): 4n (+n) real parameters, O(n log n) per row. Same constructor, ``init`` names
-    (see :func:`init_complex_diagonals_`), ``to_dense``/``weight`` and ``acdc_diagonals`` as
+    (see :func:`init_complex_diagonals_`), ``to_dense`` and ``acdc_diagonals`` as
     :class:`~torch_acdc.layers.ACDC`.
     """
 

@@ -82,10 +82,6 @@ class ACDCConv2d(nn.Module):
         """The equivalent ``nn.Conv2d`` weight (C_out, C_in, 1, 1); bias = ``self.acdc(zeros(C_in))``."""
         return self.acdc.to_dense()[:, :, None, None]
 
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.to_dense()
-
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}"  # depth, permutation, bias: in the child's repr
         return s + (f", stride={self.stride}" if self.stride != (1, 1) else "")
@@ -122,10 +118,6 @@ class ACDCSeparableConv2d(nn.Module):
     def to_dense(self) -> torch.Tensor:
         """W[o, i] = P[o, i] * K_i: the pointwise matrix times each channel's depthwise kernel."""
         return self.pointwise.to_dense() * self.depthwise.weight.transpose(0, 1)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.to_dense()
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}"

@@ -94,10 +94,6 @@ class DiagonalLayer(nn.Module, abc.ABC):
         eye = torch.eye(self.in_features, dtype=self.a.dtype, device=self.a.device)
         return self.operator(eye, self.a, self.d, None).T
 
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.to_dense()
-
     def extra_repr(self) -> str:
         return f"features={self.in_features}, bias={self.bias is not None}, init={self.init!r}"
 
@@ -228,10 +224,6 @@ class DiagonalStack(nn.Module, abc.ABC):
             )
         eye = torch.eye(self.in_features, dtype=self.a.dtype, device=self.a.device)
         return self._forward(eye, use_bias=False).T
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.to_dense()
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, depth={self.depth}, "
