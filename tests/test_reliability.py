@@ -214,3 +214,24 @@ def test_structured_layers_have_no_implicit_dense_weight():
     assert touched == ["Linear", "Conv2d"]
     for m in (StackedACDC(4, 4, 2), ACDC(4), ACDCConv2d(4, 4)):
         assert not hasattr(m, "weight") and m.to_dense().dim() in (2, 4)
+
+
+# ---- finding 10: a `perms` buffer that is not a permutation is refused on load ----
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda p: torch.zeros_like(p), r"row 0 is not a permutation of range\(6\) \(repeated entries\)"),
+    (lambda p: p + 3, r"row 0 is not a permutation of range\(6\) \(entries out of range \[0, 6\)"),
+    (lambda p: p[:, :4], r"expected shape \(2, 6\), got \(2, 4\)"),
+    (lambda p: p.double(), "expected an integer"),
+])
+def test_invalid_perms_buffer_is_refused_on_load(corrupt, message):
+    for cls in (StackedACDC, StackedAFDF):
+        src, dst = cls(6, 6, 3), cls(6, 6, 3)
+        before = dst.perms.clone()
+        sd = src.state_dict()
+        sd["perms"] = corrupt(sd["perms"])
+        with pytest.raises(RuntimeError, match=message):  # before the fix: loaded silently
+            dst.load_state_dict(sd)
+        assert torch.equal(dst.perms, before)
+    dst.load_state_dict(src.state_dict())  # a valid one still loads
+    assert torch.equal(dst.perms, src.perms)

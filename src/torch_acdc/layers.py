@@ -157,6 +157,19 @@ class DiagonalStack(nn.Module, abc.ABC):
     def reset_parameters(self) -> None:
         _reset_diagonals(self)
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """Refuse a ``perms`` buffer that is not ``depth - 1`` permutations of range(N) (load_state_dict
+        raises naming the row) instead of loading it and giving wrong outputs later."""
+        perms = state_dict.get(prefix + "perms")
+        if perms is not None:
+            problem = permutations.check_permutations(perms, self.depth - 1, self.features)
+            if problem:
+                error_msgs.append(f"{type(self).__name__} {prefix}perms: {problem}")
+                return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     def working_order(self, n: int, dtype: torch.dtype, device: torch.device):
         """(perm, iperm) of the order the layers act in, or None for the natural order."""
         return None
