@@ -235,3 +235,27 @@ def test_invalid_perms_buffer_is_refused_on_load(corrupt, message):
         assert torch.equal(dst.perms, before)
     dst.load_state_dict(src.state_dict())  # a valid one still loads
     assert torch.equal(dst.perms, src.perms)
+
+
+# ---- finding 7: fit_dense on float16 / bfloat16 ----
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fit_dense_low_precision_weight_gives_a_finite_fit(dtype):
+    from torch_acdc.conversion import convert
+    from torch_acdc.fit import fit_dense
+
+    w = torch.randn(8, 8, generator=torch.Generator().manual_seed(0))
+    low = fit_dense(w.to(dtype), 2, steps=30, lr=1e-2, seed=0)  # before the fix: error nan after step 1
+    ref = fit_dense(w, 2, steps=30, lr=1e-2, seed=0)
+    assert low.module.a.dtype == dtype and all(torch.isfinite(torch.tensor(low.history)))
+    assert low.error < low.history[0] and abs(low.error - ref.error) < 0.05
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8)).to(dtype)
+    _, report = convert(model, min_features=1, fit=True, fit_steps=5, fit_optimizer="adam", fit_lr=1e-2, seed=0)
+    assert report.replaced and all(r.fit_error is not None and r.fit_error == r.fit_error for r in report.replaced)
+
+
+def test_fit_dense_refuses_a_non_finite_weight():
+    from torch_acdc.fit import fit_dense
+
+    with pytest.raises(ValueError, match="finite weight"):
+        fit_dense(torch.full((4, 4), float("nan")), 2, steps=1, lr=1e-2)
