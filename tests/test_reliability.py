@@ -259,3 +259,44 @@ def test_fit_dense_refuses_a_non_finite_weight():
 
     with pytest.raises(ValueError, match="finite weight"):
         fit_dense(torch.full((4, 4), float("nan")), 2, steps=1, lr=1e-2)
+
+
+# ---- finding 9: MNIST IDX problems are errors naming the file ----
+
+def _mnist(folder, train_images=None, train_labels=None, test_images=None, gz=False):
+    import numpy as np
+
+    from torch_acdc.experiments.digits_data import MNIST_FILES, write_idx
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    arrays = {"train_images": train_images if train_images is not None else rng.integers(0, 255, (6, 4, 4), dtype=np.uint8),
+              "train_labels": train_labels if train_labels is not None else np.arange(6, dtype=np.uint8),
+              "test_images": test_images if test_images is not None else rng.integers(0, 255, (3, 4, 4), dtype=np.uint8),
+              "test_labels": np.arange(3, dtype=np.uint8)}
+    for key, stem in MNIST_FILES.items():
+        write_idx(folder / (stem + (".gz" if gz and key == "train_images" else "")), arrays[key])
+    return folder
+
+
+def test_mnist_idx_problems_name_the_file(tmp_path):
+    import numpy as np
+
+    from torch_acdc.experiments.digits_data import load_mnist
+
+    assert load_mnist(_mnist(tmp_path / "ok")).in_features == 16
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte: labels must be digits 0..9, got values in \[0, 12\]"):
+        load_mnist(_mnist(tmp_path / "labels", train_labels=np.array([0, 1, 2, 3, 4, 12], dtype=np.uint8)))
+    with pytest.raises(ValueError, match=r"train images are \(4, 4\) pixels but test images \(5, 5\)"):
+        load_mnist(_mnist(tmp_path / "sizes", test_images=np.zeros((3, 5, 5), dtype=np.uint8)))
+    nan = np.zeros((6, 4, 4), dtype=np.float32)
+    nan[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte: images contain NaN"):
+        load_mnist(_mnist(tmp_path / "nan", train_images=nan))
+    bad_gz = _mnist(tmp_path / "gz", gz=True) / "train-images-idx3-ubyte.gz"
+    bad_gz.write_bytes(bad_gz.read_bytes()[:-12])  # truncated gzip stream
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz: cannot be read \(EOFError"):
+        load_mnist(bad_gz.parent)
+    bad_gz.write_bytes(b"not gzip at all")
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz: cannot be read \(BadGzipFile"):
+        load_mnist(bad_gz.parent)
