@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     rows = measure(args)
     cross = crossover(rows)
-    out = make_run_dir(args.out, "lstm-bench")
+    out = make_run_dir(args.out, "lstm-bench", overwrite=getattr(args, "overwrite", False))
     plot(rows, cross, out / "lstm_scaling.png", args)
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     summary = verdict(rows, cross)

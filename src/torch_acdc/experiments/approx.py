@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     layer_cls = layer_class(args.layer)
     matrix = load_matrix(args.matrix) if args.matrix else None
     n = args.n if matrix is None else f"{matrix.shape[0]}x{matrix.shape[1]}"
-    out = make_run_dir(args.out, "approx")
+    out = make_run_dir(args.out, "approx", overwrite=getattr(args, "overwrite", False))
     jobs = [(perm, depth, seed) for perm in args.permutations for depth in args.depths for seed in range(args.seeds)]
     bar = tqdm(jobs, desc="approx", disable=args.no_progress)
     fits: dict[tuple, list[dict]] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,11 +54,18 @@ def _jsonable(obj):
 
 
 def write_json(path: str | os.PathLike, obj) -> Path:
-    """Write ``obj`` (tensors/numpy converted) as indented JSON, atomically (temp file + rename)."""
+    """Write ``obj`` (tensors/numpy converted) as indented JSON, atomically (a private temp file + rename, so
+    concurrent writers never clobber each other's temp file)."""
     path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    text = json.dumps(_jsonable(obj), indent=2, sort_keys=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 
