@@ -2,6 +2,8 @@
 
 * :func:`distributed` / :class:`DistContext` - run unchanged under ``torchrun`` (DDP; gloo on CPU, nccl on CUDA).
 * :class:`CheckpointManager`, :func:`atomic_save`, :func:`load_checkpoint` - atomic, checksummed checkpoints.
+* :func:`lock_dir`, :func:`check_fresh_start`, :class:`RunFolderError`, :class:`RunLockError` - one writer per
+  run folder, no fresh start over an existing run without ``overwrite``.
 * :class:`TrainState` - model + optimizer + RNG + data position saved and resumed as one unit.
 * :class:`ShardedBatches`, :class:`StreamBatches` - batch orders that are pure functions of (seed, epoch, step).
 

@@ -69,14 +69,6 @@ def lock_dir(directory: str | os.PathLike) -> Path:
     return lock
 
 
-def _release_all_for_tests() -> None:
-    """Drop every lock this process holds (tests only: simulates the process exiting)."""
-    with _mutex:
-        for fd in _held.values():
-            os.close(fd)
-        _held.clear()
-
-
 def holds_run(directory: str | os.PathLike) -> list[str]:
     """The entries of ``directory`` that show it holds a run (``results.json``, ``checkpoints``)."""
     directory = Path(directory)
