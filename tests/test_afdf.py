@@ -170,7 +170,7 @@ def test_afdf_module_matches_reference_and_conventions():
         layer.bias.normal_()
     x = torch.randn(4, 10, dtype=F64)
     torch.testing.assert_close(layer(x), afdf_reference(x, layer.a, layer.d, layer.bias))
-    torch.testing.assert_close(layer.weight, afdf_reference(torch.eye(10, dtype=F64), layer.a, layer.d).T)
+    torch.testing.assert_close(layer.to_dense(), afdf_reference(torch.eye(10, dtype=F64), layer.a, layer.d).T)
     assert AFDF(10, bias=False).bias is None
     torch.testing.assert_close(AFDF(6, init="identity").double()(x[:, :6]), x[:, :6], rtol=1e-12, atol=1e-12)
 

@@ -1,5 +1,4 @@
 """torch.compile(fullgraph=True) on models with ACDC layers: no graph breaks, same outputs and gradients."""
-import pytest
 import torch
 from torch import nn
 

@@ -30,26 +30,25 @@ Reference: :func:`afdf_reference` (dense complex128 DFT matrices). Layers: :clas
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 
+from . import tables
 from .functional import check_operator_args
 from .layers import DiagonalLayer, DiagonalStack, INITS, init_diagonals_
-from .transform import check_float_input, compute_dtype, irfft, rfft
+from .transform import check_float_input, irfft, rfft
 
 __all__ = ["afdf", "afdf_reference", "AFDF", "StackedAFDF", "init_complex_diagonals_", "as_real_pairs"]
 
 
 # ---- the operator on real pairs ----
 
-@functools.lru_cache(maxsize=256)
+@tables.cached
 def _mirror_index(n: int, device: torch.device) -> torch.Tensor:
     """(h,) indices (-k) mod n for the bins k < h = n//2 + 1."""
     return ((-torch.arange(n // 2 + 1)) % n).to(device)
 
 
-@functools.lru_cache(maxsize=256)
+@tables.cached
 def _grad_d_index(n: int, device: torch.device) -> torch.Tensor:
     """(n,) index into cat(first (h), second (h)) giving grad_d[j]: j for j < h, else h + (n - j)."""
     j = torch.arange(n)
@@ -234,7 +233,7 @@ class AFDF(DiagonalLayer):
     Input (..., features) -> output (..., features), real. Parameters ``a`` and ``d`` are the complex
     diagonals as real pairs of shape (features, 2) (``torch.view_as_complex(layer.a)`` is the complex view),
     ``bias`` (features,): 4n (+n) real parameters, O(n log n) per row. Same constructor, ``init`` names
-    (see :func:`init_complex_diagonals_`), ``to_dense``/``weight`` and ``acdc_diagonals`` as
+    (see :func:`init_complex_diagonals_`), ``to_dense`` and ``acdc_diagonals`` as
     :class:`~torch_acdc.layers.ACDC`.
     """
 

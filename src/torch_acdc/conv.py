@@ -64,7 +64,7 @@ class ACDCConv2d(nn.Module):
       Adds C_in * k_h * k_w parameters and multiply-adds per output pixel.
 
     ``bias`` and the keyword-only ``depth``, ``permutation``, ``activation``, ``init`` configure the stack; its
-    last layer's bias is the convolution's bias. For a linear stack ``to_dense()`` (also ``.weight``) is
+    last layer's bias is the convolution's bias. For a linear stack ``to_dense()`` is
     the equivalent nn.Conv2d weight (C_out, C_in, k_h, k_w) and ``self.acdc(zeros(1, C_in))[0]`` the bias.
     """
 
@@ -140,10 +140,6 @@ class ACDCConv2d(nn.Module):
         matrix and K_i channel i's depthwise kernel (1 for k = 1). Needs a linear stack."""
         pointwise = self.acdc.to_dense()[:, :, None, None]
         return pointwise if self.depthwise is None else pointwise * self.depthwise.weight.transpose(0, 1)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.to_dense()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for key in [k for k in state_dict if k.startswith(prefix + "pointwise.acdc.")]:  # ACDCSeparableConv2d

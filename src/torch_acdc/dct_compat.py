@@ -25,7 +25,7 @@ import functools
 import torch
 from torch import nn
 
-from . import transform
+from . import tables, transform
 from .transform import check_float_input, compute_dtype, makhoul_tables
 
 __all__ = ["dct", "idct", "dct_2d", "idct_2d", "dct_3d", "idct_3d", "dct1", "idct1", "LinearDCT",
@@ -40,7 +40,7 @@ def _check_norm(norm) -> None:
         raise ValueError(f"unknown norm {norm!r}: expected None or 'ortho'")
 
 
-@functools.lru_cache(maxsize=256)
+@tables.cached
 def _gains(n: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(g, 1/g), (n,) each: scipy's unnormalised DCT-II = g * the orthonormal one; g[0] = 2 sqrt(n), else sqrt(2n)."""
     t = makhoul_tables(n, dtype, device)

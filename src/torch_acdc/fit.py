@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from .functional import acdc_reference
 from .layers import StackedACDC
+from .transform import compute_dtype
 
 __all__ = ["FitResult", "fit_dense", "minimise", "relative_error", "stack_matrix", "matrix_evaluator",
            "OPTIMIZERS", "DENSE_EVAL_MAX_FEATURES"]
@@ -171,7 +172,10 @@ def fit_dense(weight: torch.Tensor, depth: int, permutation="random", *, optimiz
     usually wants lr=1) for ``steps`` iterations. Stacks of width <= DENSE_EVAL_MAX_FEATURES are evaluated
     with :func:`stack_matrix` (same matrix, faster at those sizes), wider ones with ``to_dense()``. The module is built on ``weight``'s device and dtype; with a
     ``seed`` its initialisation and permutations are drawn from a private RNG (global RNG state untouched).
-    Biases (``bias=True``) are created zero and left untouched: copy a dense layer's bias into
+    float16 / bfloat16 weights are fitted in float32 (Adam's state and steps underflow in half precision) and the
+    module is then cast to ``weight``'s dtype; ``error`` (``history[-1]``) is measured after that cast.
+    A non-finite error raises FloatingPointError (e.g. too large an ``lr``). Biases (``bias=True``) are
+    created zero and left untouched: copy a dense layer's bias into
     ``module.bias[-1, :out]`` to carry it over. Cost per step: one forward+backward of the stack on an
     (in x in) identity.
     """
@@ -179,7 +183,9 @@ def fit_dense(weight: torch.Tensor, depth: int, permutation="random", *, optimiz
         raise ValueError(f"fit_dense expected a 2-D (out, in) weight, got shape {tuple(weight.shape)}")
     if not weight.is_floating_point():
         raise ValueError(f"fit_dense expected a floating-point weight, got dtype {weight.dtype}")
-    target = weight.detach()
+    target = weight.detach().to(compute_dtype(weight.dtype))
+    if not torch.isfinite(target).all():
+        raise ValueError("fit_dense expected a finite weight, got one with NaN or infinite entries")
     if not torch.linalg.matrix_norm(target) > 0:
         raise ValueError("fit_dense expected a non-zero weight (the relative error is undefined for W = 0)")
     out_features, in_features = target.shape
@@ -197,4 +203,11 @@ def fit_dense(weight: torch.Tensor, depth: int, permutation="random", *, optimiz
     history = minimise(params, objective, optimizer=optimizer, steps=steps, lr=lr, progress=progress,
                        desc=f"fit depth {depth}", transform=lambda v: max(v, 0.0) ** 0.5)
     module.zero_grad(set_to_none=True)
+    if weight.dtype != target.dtype:
+        module.to(weight.dtype)
+        with torch.no_grad():
+            history[-1] = relative_error(matrix_evaluator(module)().to(target.dtype), target).item()
+    if not math.isfinite(history[-1]):
+        raise FloatingPointError(f"fit_dense diverged: the error is {history[-1]} after {steps} {optimizer} steps "
+                                 f"at lr={lr} (history starts {history[:3]}); try a smaller lr")
     return FitResult(module=module, error=history[-1], history=history)

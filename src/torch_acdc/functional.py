@@ -28,7 +28,6 @@ from .transform import (
     check_float_input,
     compute_dtype,
     dct_matrix,
-    inverse_spectrum,
     makhoul_permutation,
     irfft,
     makhoul_tables,

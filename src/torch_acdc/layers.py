@@ -94,10 +94,6 @@ class DiagonalLayer(nn.Module, abc.ABC):
         eye = torch.eye(self.in_features, dtype=self.a.dtype, device=self.a.device)
         return self.operator(eye, self.a, self.d, None).T
 
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.to_dense()
-
     def extra_repr(self) -> str:
         return f"features={self.in_features}, bias={self.bias is not None}, init={self.init!r}"
 
@@ -160,6 +156,19 @@ class DiagonalStack(nn.Module, abc.ABC):
 
     def reset_parameters(self) -> None:
         _reset_diagonals(self)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """Refuse a ``perms`` buffer that is not ``depth - 1`` permutations of range(N) (load_state_dict
+        raises naming the row) instead of loading it and giving wrong outputs later."""
+        perms = state_dict.get(prefix + "perms")
+        if perms is not None:
+            problem = permutations.check_permutations(perms, self.depth - 1, self.features)
+            if problem:
+                error_msgs.append(f"{type(self).__name__} {prefix}perms: {problem}")
+                return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def working_order(self, n: int, dtype: torch.dtype, device: torch.device):
         """(perm, iperm) of the order the layers act in, or None for the natural order."""
@@ -228,10 +237,6 @@ class DiagonalStack(nn.Module, abc.ABC):
             )
         eye = torch.eye(self.in_features, dtype=self.a.dtype, device=self.a.device)
         return self._forward(eye, use_bias=False).T
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.to_dense()
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, depth={self.depth}, "

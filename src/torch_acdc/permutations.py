@@ -10,7 +10,7 @@ import torch
 
 KINDS = ("random", "riffle", None)
 
-__all__ = ["KINDS", "make_permutation", "riffle", "inverse", "check_kind"]
+__all__ = ["KINDS", "make_permutation", "riffle", "inverse", "check_kind", "check_permutations"]
 
 
 def check_kind(kind) -> None:
@@ -43,3 +43,21 @@ def inverse(q: torch.Tensor) -> torch.Tensor:
     inv = torch.empty_like(q)
     inv[q] = torch.arange(q.numel(), device=q.device)
     return inv
+
+
+def check_permutations(perms, rows: int, n: int) -> str | None:
+    """None if ``perms`` is an integer tensor of shape (rows, n) whose every row is a permutation of
+    range(n); else what is wrong (expected vs given, the first bad row)."""
+    if not isinstance(perms, torch.Tensor):
+        return f"expected a tensor of shape ({rows}, {n}), got {type(perms).__name__}"
+    if tuple(perms.shape) != (rows, n):
+        return f"expected shape ({rows}, {n}), got {tuple(perms.shape)}"
+    if perms.dtype.is_floating_point or perms.dtype.is_complex or perms.dtype == torch.bool:
+        return f"expected an integer (int64) tensor, got {perms.dtype}"
+    for i, row in enumerate(perms.cpu()):
+        if not torch.equal(row.sort().values, torch.arange(n, dtype=row.dtype)):
+            bad = row[(row < 0) | (row >= n)]
+            detail = (f"entries out of range [0, {n}): {bad[:5].tolist()}" if bad.numel()
+                      else "repeated entries")
+            return f"row {i} is not a permutation of range({n}) ({detail})"
+    return None

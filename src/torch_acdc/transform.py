@@ -16,12 +16,12 @@ and forward-mode AD is the transform of the tangent). Reference: :func:`dct_matr
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
 import torch
 
+from . import tables
 from .kernels import scale_
 
 __all__ = ["dct", "idct", "dct_matrix", "makhoul_tables", "makhoul_permutation", "MakhoulTables", "check_float_input"]
@@ -61,33 +61,20 @@ def _makhoul_permutation(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     return perm, torch.empty_like(perm).scatter_(0, perm, idx)
 
 
-def _untransformed(fn):
-    """``fn`` run with functorch disabled: a cached table built inside torch.func.grad/jvp/vmap must be a plain
-    tensor, not a wrapper of that transform's level (which would escape it and break every later call)."""
-    @functools.wraps(fn)
-    def wrapper(*args):
-        with torch._C._DisableFuncTorch():
-            return fn(*args)
-    return wrapper
-
-
-_cached_permutation = functools.lru_cache(maxsize=256)(_untransformed(_makhoul_permutation))
+_cached_permutation = tables.cached(_makhoul_permutation)
 
 
 def makhoul_permutation(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(perm, iperm): Makhoul's reorder of length n (evens, then odds reversed) and its inverse.
 
-    Cached per (n, device); under torch.compile it is traced (a few O(n) integer ops the compiler folds).
+    Cached per (n, device) in :mod:`torch_acdc.tables` (plain tensors, bounded memory); under torch.compile
+    it is traced (a few O(n) integer ops the compiler folds).
     """
-    if torch.compiler.is_compiling():
-        return _makhoul_permutation(n, device)
     return _cached_permutation(n, torch.device(device))
 
 
-@functools.lru_cache(maxsize=256)
-@_untransformed
-def makhoul_tables(n: int, dtype: torch.dtype, device: torch.device) -> MakhoulTables:
-    """Build (once per (n, dtype, device)) the tables of :class:`MakhoulTables`. ``dtype`` is real."""
+@tables.cached
+def _build_makhoul_tables(n: int, dtype: torch.dtype, device: torch.device) -> MakhoulTables:
     if n < 1:
         raise ValueError(f"DCT length must be >= 1, got {n}")
     idx = torch.arange(n)
@@ -120,6 +107,12 @@ def makhoul_tables(n: int, dtype: torch.dtype, device: torch.device) -> MakhoulT
         scale=scale.to(device=dev, dtype=dtype),
         inv_scale=(1.0 / scale).to(device=dev, dtype=dtype),
     )
+
+
+def makhoul_tables(n: int, dtype: torch.dtype, device) -> MakhoulTables:
+    """The tables of :class:`MakhoulTables` for (n, dtype, device), ``dtype`` real: built once per key in
+    :mod:`torch_acdc.tables` (plain tensors whatever mode is active, bounded memory)."""
+    return _build_makhoul_tables(n, dtype, torch.device(device))
 
 
 def tables_for(x: torch.Tensor) -> MakhoulTables:

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     layer_cls = lib.layer_class(args.layer)
     matrix = lib.load_matrix(args.matrix) if args.matrix else None
     n = args.n if matrix is None else f"{matrix.shape[0]}x{matrix.shape[1]}"
-    out = make_run_dir(args.out, "approx")
+    out = make_run_dir(args.out, "approx", overwrite=args.overwrite)
     seeds = range(args.seed, args.seed + args.seeds)
     jobs = [(perm, depth, seed) for perm in args.permutations for depth in args.depths for seed in seeds]
     bar = tqdm(jobs, desc="approx", disable=args.no_progress)

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         print("\nBatch-size sweep (median ms; speedup = Linear / ACDC):")
         print(bench.format_sweep(sweep))
         result["batch_sweep"] = sweep
-    out = make_run_dir(args.out, "bench")
+    out = make_run_dir(args.out, "bench", overwrite=args.overwrite)
     write_json(out / "results.json", result)
     print(f"results: {out / 'results.json'}")
     return 0

@@ -73,19 +73,19 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
     with distributed(args.device) as ctx:
-        out = make_run_dir(args.out, "charlm") if ctx.is_main else None
+        out = make_run_dir(args.out, "charlm", args.resume, args.overwrite) if ctx.is_main else None
         out = Path(ctx.broadcast_object(str(out) if out else None))
         progress = not args.no_progress
         if args.compare:
             if args.params:
                 raise SystemExit("--compare sizes the models itself; drop --params")
-            results = lib.compare_charlm(cfg, out, ctx, args.resume, progress)
+            results = lib.compare_charlm(cfg, out, ctx, args.resume, progress, args.overwrite)
         else:
             if args.params:
                 vocab = len(lib.load_corpus(cfg.data, cfg.val_fraction, cfg.max_chars).vocab)
                 cfg = dataclasses.replace(
                     cfg, hidden=lib.hidden_for_params(args.params, **lib._model_kwargs(cfg, vocab)))
-            results = [lib.train_charlm(cfg, out, ctx, args.resume, progress, f"{cfg.model}-h{cfg.hidden}")]
+            results = [lib.train_charlm(cfg, out, ctx, args.resume, progress, f"{cfg.model}-h{cfg.hidden}", args.overwrite)]
         if ctx.is_main:
             if args.compare:
                 write_json(out / "results.json", {"runs": results})

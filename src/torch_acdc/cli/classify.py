@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
             else load_sklearn_digits(seed=0))
     mult = None if args.lr_mult is None else {"A": args.lr_mult, "D": args.lr_mult}
     with distributed(args.device) as ctx:
-        out = make_run_dir(args.out, "classify") if ctx.is_main else None
+        out = make_run_dir(args.out, "classify", args.resume, args.overwrite) if ctx.is_main else None
         out = Path(ctx.broadcast_object(str(out) if out else None))
         if ctx.is_main:
             print(data.describe())
@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
                     weight_decay=args.weight_decay, lr_multipliers=mult, seed=seed, progress=not args.no_progress,
                     desc=f"{name} seed {seed}", ctx=ctx,
                     checkpoints=CheckpointManager(out / "checkpoints" / label, keep=args.keep),
-                    checkpoint_every=args.checkpoint_every, resume=args.resume)
+                    checkpoint_every=args.checkpoint_every, resume=args.resume,
+                    overwrite=args.overwrite)
                 accs.append(res.test_accuracy)
                 curves.setdefault(name, []).append([h["test_accuracy"] for h in res.history])
                 runs.setdefault(name, []).append(res.history)

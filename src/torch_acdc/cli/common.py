@@ -82,9 +82,11 @@ def fraction(text: str) -> float:
 
 
 def add_common_arguments(p: argparse.ArgumentParser, command: str, fast_help: str | None = None) -> None:
-    """Add ``--seed``, ``--out``, ``--fast`` and ``--no-progress`` to the sub-command parser ``p``."""
+    """Add ``--seed``, ``--out``, ``--fast``, ``--no-progress`` and ``--overwrite`` to the sub-command parser ``p``."""
     group = p.add_argument_group("common flags (every acdc command)")
     group.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
     group.add_argument("--out", default=None, help=f"run folder (default runs/{command}-<time>)")
     group.add_argument("--fast", action="store_true", help=fast_help or "quick smoke run")
     group.add_argument("--no-progress", action="store_true", help="no progress bars")
+    group.add_argument("--overwrite", action="store_true",
+                       help="start fresh in an --out that holds an earlier run (refused otherwise)")

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     model = cost.calibrate(repeats=args.repeats) if args.calibrate else cost.DEFAULT_COST_MODEL
     models = model_rows(args)
     cross = crossover_rows(args.widths, args.batches, args.stack_depths, model, args.measure, args.repeats)
-    out = make_run_dir(args.out, "cost")
+    out = make_run_dir(args.out, "cost", overwrite=args.overwrite)
     plot_crossover(cross, out / "crossover.png")
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     write_json(out / "results.json", {"experiment": "cost", "config": config, "cost_model": vars(model),

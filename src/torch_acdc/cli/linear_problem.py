@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
             setattr(args, key, value)
     x, y = lib.make_problem(args.n, args.samples, args.target, args.seed)
     mult = None if args.lr_mult is None else {"A": args.lr_mult, "D": args.lr_mult}
-    out = make_run_dir(args.out, "linear-problem")
+    out = make_run_dir(args.out, "linear-problem", overwrite=args.overwrite)
     jobs = [(perm, depth) for perm in args.permutations for depth in args.depths]
     rows = []
     for perm, depth in tqdm(jobs, desc="linear-problem", disable=args.no_progress):

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     rows = lib.measure(args)
     cross = lib.crossover(rows)
-    out = make_run_dir(args.out, "lstm-bench")
+    out = make_run_dir(args.out, "lstm-bench", overwrite=args.overwrite)
     lib.plot(rows, cross, out / "lstm_scaling.png", args)
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     summary = lib.verdict(rows, cross)

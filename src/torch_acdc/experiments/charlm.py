@@ -264,7 +264,8 @@ class _Progress:
 def _resume(state: TrainState, cfg: CharLMConfig, corpus: Corpus, train: StreamBatches, ctx: DistContext,
             label: str) -> _Progress:
     """Restore the newest checkpoint (if any) after checking it belongs to this configuration."""
-    r = state.resume()
+    r = state.begin(resume=True, require_data=("offsets", "hidden"),
+                    require_extra=("config", "text_sha256", "history", "train_seconds"))
     if r is None:
         if ctx.is_main:
             print(f"{label}: no checkpoint in {state.checkpoints.directory}, starting at step 0")
@@ -281,7 +282,7 @@ def _resume(state: TrainState, cfg: CharLMConfig, corpus: Corpus, train: StreamB
 
 
 def train_charlm(cfg: CharLMConfig, run_dir: str | Path, ctx: DistContext | None = None, resume: bool = False,
-                 progress: bool = True, label: str = "charlm") -> dict:
+                 progress: bool = True, label: str = "charlm", overwrite: bool = False) -> dict:
     """Train one model as configured; checkpoints in ``run_dir/checkpoints``. Returns the results dict
     (identical on every rank); rank 0 also writes ``run_dir/results.json`` and ``run_dir/curves.png``."""
     ctx = ctx or DistContext()
@@ -298,7 +299,11 @@ def train_charlm(cfg: CharLMConfig, run_dir: str | Path, ctx: DistContext | None
     optimizer = torch.optim.Adam(param_groups(model, cfg.lr, cfg.weight_decay, mult), lr=cfg.lr)
     state = TrainState(CheckpointManager(run_dir / "checkpoints", keep=cfg.keep), ctx,
                        model=model, optimizer=optimizer)
-    run = _resume(state, cfg, corpus, train, ctx, label) if resume else _Progress()
+    if resume:
+        run = _resume(state, cfg, corpus, train, ctx, label)
+    else:
+        state.begin(resume=False, overwrite=overwrite)  # refuses another run's checkpoints
+        run = _Progress()
     history = run.history
 
     def checkpoint() -> None:
@@ -367,12 +372,13 @@ def compare_configs(cfg: CharLMConfig, vocab_size: int) -> list[tuple[str, str, 
     return [(f"{c.model}-h{c.hidden}", why, c) for why, c in runs]
 
 
-def compare_charlm(cfg: CharLMConfig, out: Path, ctx: DistContext, resume: bool, progress: bool) -> list[dict]:
+def compare_charlm(cfg: CharLMConfig, out: Path, ctx: DistContext, resume: bool, progress: bool,
+                   overwrite: bool = False) -> list[dict]:
     """Train every configuration of :func:`compare_configs` into ``out/<label>``; one results row each."""
     corpus = load_corpus(cfg.data, cfg.val_fraction, cfg.max_chars)
     rows = []
     for label, why, run_cfg in compare_configs(cfg, len(corpus.vocab)):
-        result = train_charlm(run_cfg, out / label, ctx, resume, progress, label)
+        result = train_charlm(run_cfg, out / label, ctx, resume, progress, label, overwrite)
         rows.append({**result, "comparison": why})
     return rows
 

@@ -147,7 +147,7 @@ def _fingerprint(model: nn.Module, train_data: TensorDataset, **settings) -> dic
 def _resume(state: TrainState, fingerprint: dict, total_steps: int, desc: str | None) -> _Progress:
     """The progress stored in the newest readable checkpoint (model, optimizer and RNG restored), after checking
     it was written by this configuration; a fresh start when there is none."""
-    r = state.resume()
+    r = state.begin(resume=True, require_extra=("fingerprint", "history", "epoch_loss_sum"))
     if r is None:
         return _Progress()
     saved = r.extra["fingerprint"]
@@ -166,7 +166,7 @@ def train_classifier(model: nn.Module, train_data: TensorDataset, test_data: Ten
                      lr_multipliers: dict[str, float] | None = None, seed: int = 0, progress: bool = False,
                      desc: str | None = None, ctx: DistContext | None = None,
                      checkpoints: CheckpointManager | None = None, checkpoint_every: int = 100,
-                     resume: bool = False) -> TrainResult:
+                     resume: bool = False, overwrite: bool = False) -> TrainResult:
     """Train ``model`` with Adam on ``param_groups(model, lr, weight_decay, lr_multipliers)`` and cross-entropy.
 
     Step ``s`` uses global batch ``s`` of ``ShardedBatches(len(train_data), batch_size, seed)`` (epoch-seeded
@@ -175,7 +175,8 @@ def train_classifier(model: nn.Module, train_data: TensorDataset, test_data: Ten
     trajectory up to float rounding. The test set is evaluated after every epoch. With ``checkpoints``, a
     :class:`~torch_acdc.training.TrainState` (model, optimizer, every rank's RNG, step, history) is saved
     every ``checkpoint_every`` steps and after the last; ``resume`` continues from the newest readable one
-    (``epochs`` may be raised to extend a finished run). Collective when distributed: call on every rank.
+    (``epochs`` may be raised to extend a finished run); a fresh run refuses a checkpoint directory holding
+    another run's checkpoints (:class:`~torch_acdc.training.RunFolderError`) unless ``overwrite``. Collective when distributed: call on every rank.
     """
     ctx = ctx or DistContext()
     model.to(ctx.device)
@@ -191,7 +192,11 @@ def train_classifier(model: nn.Module, train_data: TensorDataset, test_data: Ten
         state = TrainState(checkpoints, ctx, model=model, optimizer=opt)
         fingerprint = _fingerprint(model, train_data, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                                    lr_multipliers=lr_multipliers, seed=seed)
-    run = _resume(state, fingerprint, total_steps, desc) if resume and state is not None else _Progress()
+    run = _Progress()
+    if state is not None:
+        run = _resume(state, fingerprint, total_steps, desc) if resume else _Progress()
+        if not resume:
+            state.begin(resume=False, overwrite=overwrite)
 
     bar = tqdm(total=total_steps, initial=run.step, desc=desc, disable=not (progress and ctx.is_main),
                leave=False)

@@ -61,8 +61,11 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Read one IDX file (plain, or gzip if it ends in .gz): magic 0x0000 <type> <ndim>, big-endian uint32
     dimension sizes, then the data. Raises ValueError on a malformed or truncated file."""
     path = Path(path)
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
-        raw = f.read()
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:  # truncated or corrupt .gz, unreadable file
+        raise ValueError(f"{path}: cannot be read ({type(e).__name__}: {e})") from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"{path}: not an IDX file (bad magic {raw[:4].hex()})")
     ndim = raw[3]
@@ -101,15 +104,26 @@ def _find(data_dir: Path, stem: str) -> Path:
 def load_mnist(data_dir: str | Path, limit_train: int | None = None, limit_test: int | None = None) -> DigitData:
     """MNIST (or any IDX digits set with the standard file names) from ``data_dir``: 784 features in [0, 1].
 
-    ``limit_train`` / ``limit_test`` keep the first examples only (quick runs).
+    ``limit_train`` / ``limit_test`` keep the first examples only (quick runs). Raises ValueError naming the
+    file for unreadable / truncated / bad-gzip files, labels outside 0..9, NaN or infinite pixels, and
+    train / test images of different sizes.
     """
     data_dir = Path(data_dir)
-    arrays = {key: read_idx(_find(data_dir, stem)) for key, stem in MNIST_FILES.items()}
+    files = {key: _find(data_dir, stem) for key, stem in MNIST_FILES.items()}
+    arrays = {key: read_idx(path) for key, path in files.items()}
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise ValueError(f"MNIST {split}: expected images (N, H, W) and labels (N,), got {images.shape} "
-                             f"and {labels.shape}")
+            raise ValueError(f"MNIST {split} ({files[split + '_images']}, {files[split + '_labels']}): expected "
+                             f"images (N, H, W) and labels (N,), got {images.shape} and {labels.shape}")
+        if labels.size and (labels.min() < 0 or labels.max() > 9):
+            raise ValueError(f"{files[split + '_labels']}: labels must be digits 0..9, got values in "
+                             f"[{labels.min()}, {labels.max()}]")
+        if images.dtype.kind == "f" and not np.isfinite(images).all():
+            raise ValueError(f"{files[split + '_images']}: images contain NaN or infinite pixels")
+    if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
+        raise ValueError(f"MNIST in {data_dir}: train images are {arrays['train_images'].shape[1:]} pixels but "
+                         f"test images {arrays['test_images'].shape[1:]}; both must have the same size")
     tr, te = slice(limit_train), slice(limit_test)
     train = _dataset(arrays["train_images"][tr], arrays["train_labels"][tr], 255.0)
     test = _dataset(arrays["test_images"][te], arrays["test_labels"][te], 255.0)

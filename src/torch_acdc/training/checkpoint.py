@@ -11,7 +11,9 @@ File layout: ``MAGIC`` (8 bytes) | payload length (8 bytes, little endian) | SHA
 
 :class:`CheckpointManager` numbers files by training step, keeps the newest ``keep`` (default 2, so the
 previous good checkpoint always survives the newest one) and, when the newest is unreadable, falls back to the
-previous one with a warning.
+previous one with a warning. It deletes only checkpoints this run owns (wrote, or resumed from), holds the
+directory's writer lock (:func:`~torch_acdc.training.runs.lock_dir`) from its first write, and
+:meth:`CheckpointManager.start_fresh` refuses to start a new run over another run's checkpoints.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .runs import RunFolderError, lock_dir
 
 __all__ = ["CheckpointError", "Checkpoint", "CheckpointManager", "atomic_save", "load_checkpoint"]
 
@@ -113,7 +117,10 @@ class Checkpoint:
 class CheckpointManager:
     """Step-numbered checkpoints ``<directory>/<prefix>-<step:08d>.pt``, the newest ``keep`` retained.
 
-    Only one process may call :meth:`save` (rank 0 in a distributed job); any process may load.
+    Only one process may call :meth:`save` (rank 0 in a distributed job; enforced across processes by the
+    directory's lock, :class:`~torch_acdc.training.runs.RunLockError` names the holder); any process may load.
+    Retention deletes only files this manager owns: those it wrote and those present when it resumed
+    (:meth:`load_latest`) - never another run's.
     """
 
     def __init__(self, directory: str | os.PathLike, keep: int = 2, prefix: str = "ckpt"):
@@ -123,6 +130,7 @@ class CheckpointManager:
             raise ValueError(f"prefix must be letters, digits or '_', got {prefix!r}")
         self.directory, self.keep, self.prefix = Path(directory), keep, prefix
         self._pattern = re.compile(rf"{prefix}-(\d+)\.pt")
+        self._owned: set[Path] = set()
 
     def path_for(self, step: int) -> Path:
         return self.directory / f"{self.prefix}-{step:08d}.pt"
@@ -135,37 +143,69 @@ class CheckpointManager:
         return sorted((int(m.group(1)), p) for m, p in found if m)
 
     def save(self, step: int, state: dict) -> Path:
-        """Write ``state`` as the checkpoint of ``step`` atomically, then delete all but the newest ``keep``.
+        """Write ``state`` as the checkpoint of ``step`` atomically, then delete all but the newest ``keep`` of
+        this manager's own checkpoints.
 
-        Also removes temp files left by a writer that was killed mid-write.
+        Only files this manager owns are deleted. Takes the directory's writer lock first (raises
+        :class:`~torch_acdc.training.runs.RunLockError` if another process holds it), then removes temp files
+        left by a writer of this directory that was killed mid-write.
         """
         if not isinstance(step, int) or step < 0:
             raise ValueError(f"step must be a non-negative integer, got {step!r}")
-        self.directory.mkdir(parents=True, exist_ok=True)
+        lock_dir(self.directory)
         for stale in self.directory.glob(f".{self.prefix}-*.pt.*.tmp"):
             stale.unlink(missing_ok=True)
         path = atomic_save(state, self.path_for(step))
-        for _, old in self.checkpoints()[:-self.keep]:
+        self._owned.add(path)
+        mine = [p for _, p in self.checkpoints() if p in self._owned]
+        for old in mine[:-self.keep]:
             old.unlink(missing_ok=True)
+            self._owned.discard(old)
         return path
 
-    def load_latest(self, map_location=None, quarantine: bool = False) -> Checkpoint | None:
+    def start_fresh(self, overwrite: bool = False) -> None:
+        """Declare that a new run starts here: raise :class:`~torch_acdc.training.runs.RunFolderError` if the
+        directory holds checkpoints (another run's), unless ``overwrite``, which deletes them (explicit
+        consent; other files are left alone). Takes the writer lock."""
+        found = self.checkpoints()
+        if found and not overwrite:
+            raise RunFolderError(self.directory, f"holds checkpoints of an earlier run ({found[0][1].name} ... "
+                                                 f"{found[-1][1].name}); resume it (--resume), replace it "
+                                                 "(--overwrite) or choose another folder")
+        if found:
+            lock_dir(self.directory)
+            for _, path in found:
+                path.unlink(missing_ok=True)
+
+    def load_latest(self, map_location=None, quarantine: bool = False, validate=None) -> Checkpoint | None:
         """The newest readable checkpoint, or None if there is none at all.
 
         An unreadable newer file is reported with a ``UserWarning`` naming it and the reason, and the previous
         one is tried. With ``quarantine`` (use on the writing process only) such a file is renamed to
         ``<name>.corrupt`` so it is kept for inspection but never chosen again. If files exist but none is
-        readable, raises :class:`CheckpointError` for the newest, listing every failure.
+        readable, raises :class:`CheckpointError` for the newest, listing every failure. ``validate(state)``,
+        if given, checks the content and raises ValueError (or CheckpointError) for a file that loads but is
+        not what the caller expects; such a file counts as unreadable. The files present become this
+        manager's own (a run that resumes continues them).
         """
         failures = []
-        for step, path in reversed(self.checkpoints()):
+        found = self.checkpoints()
+        self._owned.update(path for _, path in found)
+        for step, path in reversed(found):
             try:
-                return Checkpoint(step, path, load_checkpoint(path, map_location))
+                state = load_checkpoint(path, map_location)
+                if validate is not None:
+                    try:
+                        validate(state)
+                    except ValueError as e:
+                        raise CheckpointError(path, f"unexpected content: {e}") from e
+                return Checkpoint(step, path, state)
             except CheckpointError as e:
                 failures.append(e)
                 warnings.warn(f"{e}; falling back to the previous checkpoint", stacklevel=2)
                 if quarantine:
                     os.replace(path, path.with_name(path.name + ".corrupt"))
+                    self._owned.discard(path)
         if failures:
             raise CheckpointError(failures[0].path, "no readable checkpoint in " f"{self.directory}: "
                                   + "; ".join(f"{e.path.name}: {e.reason}" for e in failures))
