@@ -3,11 +3,15 @@
 All figures of one row come from the same process, interleaved, so their ratios are meaningful on a noisy
 machine. Times are medians over ``repeats`` calls after warm-up. Peak memory is the largest amount of
 memory allocated (activations, gradients, temporaries) at any point of one forward+backward, measured with
-the PyTorch profiler's memory timeline (on CUDA: ``torch.cuda.max_memory_allocated``).
+the PyTorch profiler's memory timeline (on CUDA: ``torch.cuda.max_memory_allocated``); the profiler's own
+C++ log lines (USDT profiler_start/stop, CPUAllocator warnings) are silenced.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -16,7 +20,7 @@ from torch import nn
 
 from .layers import ACDC, StackedACDC
 
-__all__ = ["BenchRow", "median_ms", "interleaved_ms", "peak_memory_mb", "bench_size", "run", "format_table",
+__all__ = ["BenchRow", "LEGEND", "median_ms", "interleaved_ms", "peak_memory_mb", "bench_size", "run", "format_table",
            "batch_sweep", "format_sweep"]
 
 
@@ -96,11 +100,29 @@ def peak_memory_mb(fn, device: torch.device = torch.device("cpu")) -> float:
     from torch.profiler import ProfilerActivity, profile
     from torch.profiler._memory_profiler import MemoryProfileTimeline
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
-                 with_stack=True) as prof:
+    with _quiet_fds(), profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                               with_stack=True) as prof:
         fn()
     _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline(device)
     return max((sum(s) for s in sizes), default=0) / 2**20
+
+
+@contextlib.contextmanager
+def _quiet_fds():
+    """Send the process's stdout/stderr file descriptors to /dev/null: the profiler logs from C++."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
 
 
 def _fwd_bwd(module: nn.Module, x: torch.Tensor):
@@ -173,6 +195,12 @@ def run(sizes=(512, 1024, 2048, 4096, 8192, 16384), batch: int = 256, depth: int
 
     return [bench_size(n, batch, depth, repeats, device, memory=memory)
             for n in tqdm(sizes, desc="bench", disable=not progress)]
+
+
+LEGEND = ("ms: median milliseconds per call; fwd = forward, f+b = forward+backward; Stack(d) = StackedACDC of "
+          "depth d, the (d) after its fwd time; rfft = torch.fft.rfft of the input alone; ACDC f+b / 5 rfft = ACDC "
+          "f+b time over five rffts (its f+b needs five FFTs: 1 = at the FFT floor); ACDC f+b / fwd = backward cost; Linear / ACDC f+b > 1x: ACDC is faster; peak MiB: "
+          "largest memory allocated during one f+b.")
 
 
 def format_table(rows: list[BenchRow]) -> str:
