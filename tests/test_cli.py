@@ -2,6 +2,7 @@
 the one --fast rule (explicit flags win), one-line errors with exit codes, --version / --help, a silent bench."""
 import importlib
 import re
+from pathlib import Path
 
 import pytest
 
@@ -87,12 +88,59 @@ def test_bench_quick_is_fast():
     assert parse("bench", "--quick").sizes == [256, 1024]
 
 
-def test_classify_fast_with_explicit_epochs_runs_those_epochs(tmp_path):
+@pytest.fixture
+def figures(monkeypatch):
+    """Every figure saved during the test: {file name: (suptitle, axes)}."""
+    from matplotlib.figure import Figure
+
+    saved, original = {}, Figure.savefig
+
+    def savefig(fig, path, *args, **kwargs):
+        saved[Path(path).name] = (fig._suptitle.get_text() if fig._suptitle else "", fig.axes)
+        return original(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return saved
+
+
+def assert_titled_and_distinguishable(title, axes, *, fast, seeds):
+    assert ("--fast smoke run" if fast else "full run") in title and seeds in title
+    assert "data: " in title and "protocol: " in title
+    for ax in axes:
+        styles = [(line.get_color(), line.get_marker(), line.get_linestyle()) for line in ax.get_lines()
+                  if not line.get_label().startswith("_")]
+        assert len(styles) == len(set(styles)), styles
+
+
+def test_classify_fast_with_explicit_epochs_runs_those_epochs(tmp_path, figures):
     assert run_command("classify", "--fast", "--epochs", "1", "--models", "dense", "--no-progress",
                        "--out", tmp_path) == 0
     results = read_results(tmp_path)
     assert [len(h) for h in results["histories"]["dense"]] == [1]
     assert results["config"]["epochs"] == 1 and results["config"]["seeds"] == 1
+    title, axes = figures["accuracy.png"]
+    assert_titled_and_distinguishable(title, axes, fast=True, seeds="seed 0")
+    assert "sklearn" in title and axes[0].xaxis.get_major_locator()._integer
+
+
+PLOT_RUNS = [  # (argv, {png: seeds text}, fast)
+    (["approx", "--n", "4", "--depths", "1", "2", "--seeds", "2", "--steps", "3", "--seed", "4"],
+     {"error_vs_params.png": "seeds 4-5", "curves.png": "seeds 4-5"}, False),
+    (["linear-problem", "--fast", "--n", "4", "--samples", "20", "--steps", "3", "--depths", "1", "2"],
+     {"loss_curves.png": "seed 0"}, True),
+    (["cost", "--fast", "--widths", "8", "--seed", "2"], {"crossover.png": "seed 2"}, True),
+    (["lstm-bench", "--fast", "--sizes", "4", "--time-budget", "0.01"], {"lstm_scaling.png": "seed 0"}, True),
+    (["charlm", "--fast", "--hidden", "8", "--embed", "4", "--batch", "2", "--bptt", "8", "--steps", "4",
+      "--val-every", "2", "--max-chars", "3000", "--sample", "0"], {"curves.png": "seed 0"}, True),
+]
+
+
+@pytest.mark.parametrize("argv,pngs,fast", PLOT_RUNS, ids=[r[0][0] for r in PLOT_RUNS])
+def test_every_plot_has_a_title_and_distinguishable_curves(argv, pngs, fast, tmp_path, figures):
+    assert run_command(*argv, "--no-progress", "--out", tmp_path) == 0
+    for png, seeds in pngs.items():
+        assert (tmp_path / png).exists()
+        assert_titled_and_distinguishable(*figures[png], fast=fast, seeds=seeds)
 
 
 def test_library_errors_are_one_line_with_exit_1_and_a_traceback_on_request(tmp_path, capsys, monkeypatch):

@@ -6,7 +6,7 @@ import argparse
 from tqdm.auto import tqdm
 
 from ..experiments import approx as lib
-from ..experiments.common import format_table, make_run_dir, write_json
+from ..experiments.common import format_table, make_run_dir, run_title, write_json
 from ..fit import OPTIMIZERS
 from .common import UsageError, positive_float, positive_int
 
@@ -56,12 +56,16 @@ def run(args: argparse.Namespace) -> int:
               "final mean squared error over 100 x n outputs of y = W x + b, x ~ U(0,1)^n")
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     baselines = lib.log_baselines(args.n, args.seeds, args.seed) if args.protocol == "log" else None
-    lib.plot_errors(rows, args.protocol, args.layer, compare, out / "error_vs_params.png")
-    lib.plot_curves(rows, out / "curves.png")
+    target = ("file " + str(args.matrix) if matrix is not None else
+              ("N(0,1) n x n" if args.protocol == "matrix" else "nn.Linear init W, b"))
+    protocol = f"{args.protocol} ({args.optimizer}, {args.steps} steps)"
+    titles = {name: run_title(f"{args.layer} stacks: {what}", data=f"{target}, n = {n}", protocol=protocol,
+                              seeds=seeds, fast=args.fast)
+              for name, what in (("errors", "final error vs parameters"), ("curves", "mean error during the fit"))}
+    lib.plot_errors(rows, args.protocol, args.layer, compare, out / "error_vs_params.png", titles["errors"])
+    lib.plot_curves(rows, out / "curves.png", titles["curves"])
     write_json(out / "results.json", {"experiment": "approx", "protocol": args.protocol, "metric": metric,
-                                      "target": "file " + str(args.matrix) if matrix is not None else
-                                      ("N(0,1) n x n" if args.protocol == "matrix" else "nn.Linear init W, b"),
-                                      "n": n, "config": config, "rows": rows, "baselines": baselines})
+                                      "target": target, "n": n, "config": config, "rows": rows, "baselines": baselines})
     cols = ["permutation", "depth", "params", "error"] + (["research log"] if "log_mean" in rows[0] else [])
     table = [{"permutation": r["permutation"], "depth": r["depth"], "params": r["params"],
               "error": f"{r['error_mean']:.4g} ± {r['error_std']:.2g}",

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..experiments import charlm as lib
-from ..experiments.common import format_table, make_run_dir, write_json
+from ..experiments.common import format_table, make_run_dir, run_title, write_json
 from ..training import distributed
 from .common import (
     UsageError,
@@ -92,9 +92,14 @@ def run(args: argparse.Namespace) -> int:
                     cfg, hidden=lib.hidden_for_params(args.params, **lib._model_kwargs(cfg, vocab)))
             results = [lib.train_charlm(cfg, out, ctx, args.resume, progress, f"{cfg.model}-h{cfg.hidden}")]
         if ctx.is_main:
+            title = run_title("character LM: bits per character", data=cfg.data,
+                              protocol=f"{cfg.steps} steps, {cfg.batch} streams x {cfg.bptt} chars",
+                              seeds=cfg.seed, fast=args.fast)
+            for r in results:  # the library's per-run plots, re-drawn with the run's title
+                lib.plot_curves([r], (out / r["label"] if args.compare else out) / "curves.png", title)
             if args.compare:
                 write_json(out / "results.json", {"runs": results})
-                lib.plot_curves(results, out / "curves.png")
+                lib.plot_curves(results, out / "curves.png", title)
             for r in results:
                 if r.get("sample"):
                     print(f"--- sample from {r['label']} (temperature {cfg.temperature}) ---\n{r['sample']}\n---")

@@ -8,7 +8,7 @@ import torch
 
 from ..cost import model_cost
 from ..experiments import classify as lib
-from ..experiments.common import format_table, make_run_dir, seed_everything, write_json
+from ..experiments.common import format_table, make_run_dir, run_title, seed_everything, write_json
 from ..experiments.digits_data import load_mnist, load_sklearn_digits
 from ..training import CheckpointManager, distributed
 from .common import nonnegative_float, positive_float, positive_int
@@ -81,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
                          "architecture": repr(model)})
         if not ctx.is_main:
             return 0
-        lib.plot_accuracy(curves, out / "accuracy.png")
+        title = run_title("classify: test accuracy (mean over seeds)", data=data.name,
+                          protocol=f"{args.epochs} epochs, batch {args.batch_size}, Adam lr {args.lr:g}",
+                          seeds=range(args.seed, args.seed + args.seeds), fast=args.fast)
+        lib.plot_accuracy(curves, out / "accuracy.png", title)
         config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
         write_json(out / "results.json", {"experiment": "classify", "dataset": data.name, "config": config,
                                           "train_size": len(data.train), "test_size": len(data.test),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from .. import cost
-from ..experiments.common import format_table, make_run_dir, seed_everything, write_json
+from ..experiments.common import format_table, make_run_dir, run_title, seed_everything, write_json
 from ..experiments.cost_tables import crossover_rows, model_rows, plot_crossover
 from .common import positive_int
 
@@ -40,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
     models = model_rows(args)
     cross = crossover_rows(args.widths, args.batches, args.stack_depths, model, args.measure, args.repeats)
     out = make_run_dir(args.out, "cost")
-    plot_crossover(cross, out / "crossover.png")
+    protocol = "cost model" + (" and measured forward times" if args.measure else "")
+    plot_crossover(cross, out / "crossover.png",
+                   run_title("StackedACDC(n, n, depth) vs its dense nn.Linear", data="random-init stacks",
+                             protocol=protocol, seeds=args.seed, fast=args.fast))
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     write_json(out / "results.json", {"experiment": "cost", "config": config, "cost_model": vars(model),
                                       "units": "per example; mult_adds = real multiply-adds, flops = 2 x; "

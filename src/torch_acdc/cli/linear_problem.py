@@ -6,7 +6,7 @@ import argparse
 from tqdm.auto import tqdm
 
 from ..experiments import linear_problem as lib
-from ..experiments.common import format_table, make_run_dir, write_json
+from ..experiments.common import format_table, make_run_dir, run_title, write_json
 from .common import positive_float, positive_int
 
 DESCRIPTION = lib.__doc__
@@ -40,7 +40,11 @@ def run(args: argparse.Namespace) -> int:
                               lr=args.lr, lr_multipliers=mult, seed=args.seed, progress=not args.no_progress)
         rows.append({"permutation": perm, "depth": depth, **res})
     baseline = y.var(0, correction=0).mean().item()  # MSE of predicting each output's mean
-    lib.plot_losses(rows, baseline, out / "loss_curves.png")
+    title = run_title("linear problem: StackedACDC loss curves",
+                      data=f"y = W x + b, n = {args.n}, {args.samples} pairs, target {args.target}",
+                      protocol=f"{args.steps} full-batch Adam iterations, lr {args.lr:g}", seeds=args.seed,
+                      fast=args.fast)
+    lib.plot_losses(rows, baseline, out / "loss_curves.png", title)
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     write_json(out / "results.json", {"experiment": "linear-problem", "threshold": lib.THRESHOLD, "config": config,
                                       "constant_predictor_mse": baseline, "rows": rows})

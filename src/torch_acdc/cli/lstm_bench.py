@@ -6,7 +6,7 @@ import argparse
 import torch
 
 from ..experiments import lstm_bench as lib
-from ..experiments.common import format_table, make_run_dir, seed_everything, write_json
+from ..experiments.common import format_table, make_run_dir, run_title, seed_everything, write_json
 from .common import positive_float, positive_int
 
 DESCRIPTION = lib.__doc__
@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     rows = lib.measure(args)
     cross = lib.crossover(rows)
     out = make_run_dir(args.out, "lstm-bench")
-    lib.plot(rows, cross, out / "lstm_scaling.png", args)
+    title = run_title("nn.LSTM vs ACDCLSTM training step", data=f"random sequences, T={args.steps}, B={args.batch}",
+                      protocol="median ms per SGD step", seeds=args.seed, fast=args.fast)
+    lib.plot(rows, cross, out / "lstm_scaling.png", args, title)
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     summary = lib.verdict(rows, cross)
     write_json(out / "results.json", {"config": config, "rows": rows, "crossover_hidden": cross,
