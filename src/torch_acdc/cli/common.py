@@ -47,57 +47,26 @@ def _float(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1."""
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {value}")
-    return value
+def _checked(name: str, parse, ok, rule: str):
+    """A validator: ``parse`` the text, then require ``ok(value)``, else "must be <rule>, got <value>"."""
+    def check(text: str):
+        value = parse(text)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {value:g}")
+        return value
+
+    check.__name__ = check.__qualname__ = name
+    check.__doc__ = f"argparse type: {rule}."
+    return check
 
 
-def nonnegative_int(text: str) -> int:
-    """An integer >= 0."""
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer (>= 0), got {value}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    """Any finite float (no nan / inf)."""
-    return _float(text)
-
-
-def positive_float(text: str) -> float:
-    """A finite float > 0."""
-    value = _float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number (> 0), got {value:g}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    """A finite float >= 0."""
-    value = _float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative number (>= 0), got {value:g}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A float strictly between 0 and 1."""
-    value = _float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {value:g}")
-    return value
-
-
-def unit_interval(text: str) -> float:
-    """A float in [0, 1) (dropout-like probabilities)."""
-    value = _float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value:g}")
-    return value
+positive_int = _checked("positive_int", _int, lambda v: v >= 1, "a positive integer (>= 1)")
+nonnegative_int = _checked("nonnegative_int", _int, lambda v: v >= 0, "a non-negative integer (>= 0)")
+finite_float = _checked("finite_float", _float, lambda v: True, "a finite number")
+positive_float = _checked("positive_float", _float, lambda v: v > 0, "a positive number (> 0)")
+nonnegative_float = _checked("nonnegative_float", _float, lambda v: v >= 0, "a non-negative number (>= 0)")
+fraction = _checked("fraction", _float, lambda v: 0 < v < 1, "strictly between 0 and 1")
+unit_interval = _checked("unit_interval", _float, lambda v: 0 <= v < 1, "in [0, 1)")
 
 
 def add_common_arguments(p: argparse.ArgumentParser, command: str, fast_help: str | None = None) -> None:
