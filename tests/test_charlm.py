@@ -207,9 +207,15 @@ def test_corrupt_checkpoint_falls_back_to_previous_good(text_file, tmp_path):
     _assert_same(reference["components"], _final(tmp_path, 20)["components"])
 
 
-def test_resume_refuses_a_different_configuration(text_file, tmp_path):
+def test_resume_refuses_a_different_configuration(text_file, tmp_path, capsys, monkeypatch):
     args = ["charlm", "--data", str(text_file), *TINY, "--steps", "5", "--out", str(tmp_path)]
     main(args)
+    capsys.readouterr()
+    assert main([*args, "--resume", "--lr", "0.01"]) == 1  # one error line, no traceback
+    err = capsys.readouterr().err
+    assert err.startswith("acdc charlm: error: ") and err.count("\n") == 1
+    assert "different run configuration (lr: checkpoint 0.002, now 0.01" in err
+    monkeypatch.setenv("ACDC_DEBUG", "1")  # the library exceptions themselves, for the traceback
     with pytest.raises(CheckpointError, match=r"different run configuration \(lr: checkpoint 0.002, now 0.01"):
         main([*args, "--resume", "--lr", "0.01"])
     with pytest.raises(ValueError, match="--steps 3 is before the checkpoint's step 5"):

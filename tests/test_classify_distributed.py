@@ -104,10 +104,14 @@ def test_sigkilled_run_resumes_to_identical_parameters(tmp_path):
     assert ref["resumed_from_step"] == {"dense-seed0": None, "acdc-head-seed0": None}
 
 
-def test_resume_refuses_a_different_configuration(tmp_path):
+def test_resume_refuses_a_different_configuration(tmp_path, capsys):
     assert run_command(*SMALL, "--models", "dense", "--out", tmp_path) == 0
+    assert run_command(*SMALL, "--models", "dense", "--lr", "2e-3", "--resume", "--out", tmp_path) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("acdc classify: error: checkpoint ") and err.count("\n") == 1
+    assert "different run configuration (lr: checkpoint 0.001, now 0.002)" in err
     with pytest.raises(CheckpointError, match=r"different run configuration \(lr: checkpoint 0.001, now 0.002"):
-        run_command(*SMALL, "--models", "dense", "--lr", "2e-3", "--resume", "--out", tmp_path)
+        run_command("--debug", *SMALL, "--models", "dense", "--lr", "2e-3", "--resume", "--out", tmp_path)
     # a finished run extended by one epoch equals a straight two-epoch run
     assert run_command(*SMALL, "--models", "dense", "--epochs", "2", "--resume", "--out", tmp_path) == 0
     straight = tmp_path / "straight"

@@ -6,10 +6,14 @@ memory allocated (activations, gradients, temporaries) at any point of one forwa
 the PyTorch profiler's memory timeline (on CUDA: ``torch.cuda.max_memory_allocated``). Forward+backward is
 ``layer(x).backward(g)`` with a fixed g; fresh-memory page faults are included (as in real training).
 "ACDC torch" is the same layer on the pure-torch path (``TORCH_ACDC_NATIVE=0``), timed in the same loop.
+The profiler's own C++ log lines (USDT profiler_start/stop, CPUAllocator warnings) are silenced.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -19,7 +23,7 @@ from torch import nn
 from . import native
 from .layers import ACDC, StackedACDC
 
-__all__ = ["BenchRow", "Monarch", "forward_latency", "median_ms", "interleaved_ms", "peak_memory_mb", "bench_size", "run", "format_table",
+__all__ = ["BenchRow", "LEGEND", "Monarch", "forward_latency", "median_ms", "interleaved_ms", "peak_memory_mb", "bench_size", "run", "format_table",
            "batch_sweep", "format_sweep"]
 
 
@@ -143,11 +147,29 @@ def peak_memory_mb(fn, device: torch.device = torch.device("cpu")) -> float:
     from torch.profiler import ProfilerActivity, profile
     from torch.profiler._memory_profiler import MemoryProfileTimeline
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
-                 with_stack=True) as prof:
+    with _quiet_fds(), profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                               with_stack=True) as prof:
         fn()
     _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline(device)
     return max((sum(s) for s in sizes), default=0) / 2**20
+
+
+@contextlib.contextmanager
+def _quiet_fds():
+    """Send the process's stdout/stderr file descriptors to /dev/null: the profiler logs from C++."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
 
 
 def _on_path(fn, use_native):
@@ -245,6 +267,13 @@ def run(sizes=(512, 1024, 2048, 4096, 8192, 16384), batch: int = 256, depth: int
 
     return [bench_size(n, batch, depth, repeats, device, memory=memory)
             for n in tqdm(sizes, desc="bench", disable=not progress)]
+
+
+LEGEND = ("Legend: ms = median milliseconds per call; fwd = forward, f+b = layer(x).backward(g); rfft = torch.fft.rfft "
+          "of the same tensor (the FFT floor); ACDC torch = the same layer on the pure-torch path; Monarch = a plain "
+          "two-bmm Monarch layer with sqrt(n) blocks (a peer for comparison, not part of torch_acdc); Stack(d) = "
+          "StackedACDC of depth d; ACDC f+b / 5 rfft = f+b over five rffts (1 = at the FFT floor); "
+          "X / ACDC f+b > 1 means ACDC is faster than X; peak MiB = most memory allocated during one f+b.")
 
 
 def format_table(rows: list[BenchRow]) -> str:

@@ -7,7 +7,10 @@ Adding a sub-command: write ``torch_acdc/cli/<name>.py`` defining
 * ``add_arguments(parser)``: the command's own flags; never ``--seed``, ``--out``, ``--fast`` or
   ``--no-progress``, which :func:`torch_acdc.cli.common.add_common_arguments` gives every command (an optional
   ``FAST_HELP`` string describes what ``--fast`` does);
-* ``run(args) -> int``: the exit status;
+* optionally ``FULL`` and ``FAST``: the defaults of the flags ``--fast`` changes (declare those flags with
+  ``default=None``; see :mod:`torch_acdc.cli.common`: explicit flags always win);
+* ``run(args) -> int``: the exit status (raise :class:`~torch_acdc.cli.common.UsageError` for a bad flag
+  combination; library exceptions are turned into one error line by :mod:`torch_acdc.cli.errors`);
 
 and add one line ``"<name>": "torch_acdc.cli.<module>"`` to COMMANDS below. Numeric flags use the validators of
 :mod:`torch_acdc.cli.common` as ``type=``. The experiment logic stays in the library modules.
@@ -29,7 +32,7 @@ COMMANDS = {
     "autodiff": "torch_acdc.cli.autodiff",
 }
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "Parser", "build_parser", "main", "version"]
 
 
 def _summary(module) -> str | None:
@@ -37,12 +40,43 @@ def _summary(module) -> str | None:
     return doc.splitlines()[0] if doc else None
 
 
+EPILOG = """\
+common flags (every command): --seed N (default 0), --out DIR (run folder, default runs/<command>-<time>),
+  --fast (quick smoke run), --no-progress (no progress bars), --debug (full traceback on errors).
+--fast only changes the defaults: flags you give explicitly always win (acdc classify --fast --epochs 1 trains
+  one epoch). Abbreviated flags are not accepted (--seed is --seed, never --seeds).
+errors: one line "acdc <command>: error: ..." on stderr; the traceback with --debug or ACDC_DEBUG=1.
+exit status: 0 success, 1 the command failed, 2 bad flags, 130 interrupted.
+"acdc <command> --help" describes a command and its flags; see docs/cli.md."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, ``acdc <cmd>: error: ...`` (no usage dump), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def version() -> str:
+    """The installed torch-acdc version (package metadata), else torch_acdc.__version__."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("torch-acdc")
+    except metadata.PackageNotFoundError:
+        from .. import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``acdc`` parser with one sub-parser per entry of COMMANDS (prefix abbreviations off everywhere)."""
-    from .common import add_common_arguments
+    from .common import add_common_arguments, annotate_presets
 
-    parser = argparse.ArgumentParser(prog="acdc", description="ACDC structured efficient linear layers.",
-                                     allow_abbrev=False)
+    parser = Parser(prog="acdc", description="ACDC structured efficient linear layers.",
+                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"acdc (torch-acdc) {version()}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
@@ -50,14 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
         module.add_arguments(p)
         add_common_arguments(p, name, getattr(module, "FAST_HELP", None))
-        p.set_defaults(_run=module.run)
+        presets = (getattr(module, "FULL", {}), getattr(module, "FAST", {}))
+        annotate_presets(p, *presets)
+        p.set_defaults(_run=module.run, _presets=presets)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``acdc``: parse ``argv`` (default ``sys.argv[1:]``) and run the sub-command."""
+    """Entry point of ``acdc``: parse ``argv`` (default ``sys.argv[1:]``), run the sub-command, return its exit
+    status; errors are reported as one line (see :mod:`torch_acdc.cli.errors`)."""
+    from .common import fill_presets
+    from .errors import debug_enabled, report
+
     args = build_parser().parse_args(argv)
-    return int(args._run(args) or 0)
+    fill_presets(args, *args._presets)
+    try:
+        return int(args._run(args) or 0)
+    except (Exception, KeyboardInterrupt) as exc:
+        if debug_enabled(args):
+            raise
+        return report(args.command, exc)
 
 
 if __name__ == "__main__":

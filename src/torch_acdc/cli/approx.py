@@ -6,33 +6,32 @@ import argparse
 from tqdm.auto import tqdm
 
 from ..experiments import approx as lib
-from ..experiments.common import format_table, make_run_dir, write_json
+from ..experiments.common import format_table, make_run_dir, run_title, write_json
 from ..fit import OPTIMIZERS
-from .common import positive_float, positive_int
+from .common import UsageError, positive_float, positive_int
 
 DESCRIPTION = lib.__doc__
-FAST_HELP = f"quick smoke run: {lib.FAST}"
+FULL = {"n": 32, "depths": [1, 2, 4, 8, 16, 32], "seeds": 5, **lib.DEFAULTS}
+FAST = lib.FAST
+FAST_HELP = "quick smoke run (explicit flags win)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", choices=lib.PROTOCOLS, default="matrix")
     p.add_argument("--matrix", default=None, help="matrix protocol: approximate this .npy/.pt matrix")
     p.add_argument("--layer", choices=("acdc", "afdf"), default="acdc")
-    p.add_argument("--n", type=positive_int, default=32, help="size of the random n x n targets")
-    p.add_argument("--depths", type=positive_int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    p.add_argument("--n", type=positive_int, default=None, help="size of the random n x n targets")
+    p.add_argument("--depths", type=positive_int, nargs="+", default=None)
     p.add_argument("--permutations", nargs="+", choices=list(lib.PERMUTATIONS), default=list(lib.PERMUTATIONS))
-    p.add_argument("--seeds", type=positive_int, default=5, help="seeds --seed .. --seed + N - 1")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=lib.DEFAULTS["optimizer"])
-    p.add_argument("--steps", type=positive_int, default=lib.DEFAULTS["steps"])
-    p.add_argument("--lr", type=positive_float, default=lib.DEFAULTS["lr"], help="L-BFGS: 1; Adam: ~1e-2")
+    p.add_argument("--seeds", type=positive_int, default=None, help="seeds --seed .. --seed + N - 1")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
+    p.add_argument("--steps", type=positive_int, default=None)
+    p.add_argument("--lr", type=positive_float, default=None, help="L-BFGS: 1; Adam: ~1e-2")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.fast:
-        for key, value in lib.FAST.items():
-            setattr(args, key, value)
     if args.protocol == "log" and args.matrix:
-        raise SystemExit("--matrix applies to the matrix protocol only")
+        raise UsageError("--matrix applies to the matrix protocol only")
     layer_cls = lib.layer_class(args.layer)
     matrix = lib.load_matrix(args.matrix) if args.matrix else None
     n = args.n if matrix is None else f"{matrix.shape[0]}x{matrix.shape[1]}"
@@ -57,12 +56,16 @@ def run(args: argparse.Namespace) -> int:
               "final mean squared error over 100 x n outputs of y = W x + b, x ~ U(0,1)^n")
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     baselines = lib.log_baselines(args.n, args.seeds, args.seed) if args.protocol == "log" else None
-    lib.plot_errors(rows, args.protocol, args.layer, compare, out / "error_vs_params.png")
-    lib.plot_curves(rows, out / "curves.png")
+    target = ("file " + str(args.matrix) if matrix is not None else
+              ("N(0,1) n x n" if args.protocol == "matrix" else "nn.Linear init W, b"))
+    protocol = f"{args.protocol} ({args.optimizer}, {args.steps} steps)"
+    titles = {name: run_title(f"{args.layer} stacks: {what}", data=f"{target}, n = {n}", protocol=protocol,
+                              seeds=seeds, fast=args.fast)
+              for name, what in (("errors", "final error vs parameters"), ("curves", "mean error during the fit"))}
+    lib.plot_errors(rows, args.protocol, args.layer, compare, out / "error_vs_params.png", titles["errors"])
+    lib.plot_curves(rows, out / "curves.png", titles["curves"])
     write_json(out / "results.json", {"experiment": "approx", "protocol": args.protocol, "metric": metric,
-                                      "target": "file " + str(args.matrix) if matrix is not None else
-                                      ("N(0,1) n x n" if args.protocol == "matrix" else "nn.Linear init W, b"),
-                                      "n": n, "config": config, "rows": rows, "baselines": baselines})
+                                      "target": target, "n": n, "config": config, "rows": rows, "baselines": baselines})
     cols = ["permutation", "depth", "params", "error"] + (["research log"] if "log_mean" in rows[0] else [])
     table = [{"permutation": r["permutation"], "depth": r["depth"], "params": r["params"],
               "error": f"{r['error_mean']:.4g} ± {r['error_std']:.2g}",

@@ -6,36 +6,66 @@ results.json into the run folder. ``--quick`` (or ``--fast``) runs two small siz
 from __future__ import annotations
 
 import argparse
+import inspect
+import time
 
 import torch
 
 from .. import bench
 from ..experiments.common import make_run_dir, seed_everything, write_json
+from ..layers import ACDC
 from .common import positive_int
 
-FAST_HELP = "same as --quick: sizes 256 and 1024, 5 repeats"
+FULL = {"sizes": [512, 1024, 2048, 4096, 8192, 16384], "repeats": 20}
+FAST = {"sizes": [256, 1024], "repeats": 5}
+FAST_HELP = "smoke test, same as --quick (explicit flags win)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sizes", type=positive_int, nargs="+", default=[512, 1024, 2048, 4096, 8192, 16384])
+    p.add_argument("--sizes", type=positive_int, nargs="+", default=None)
     p.add_argument("--batch", type=positive_int, default=256)
     p.add_argument("--depth", type=positive_int, default=4, help="depth of the StackedACDC column")
-    p.add_argument("--repeats", type=positive_int, default=20)
+    p.add_argument("--repeats", type=positive_int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
-    p.add_argument("--quick", action="store_true", help="sizes 256 and 1024, 5 repeats")
+    p.add_argument("--quick", action="store_true", dest="fast", help="the same as --fast")
     p.add_argument("--batch-sweep", action="store_true",
                    help="also sweep batch sizes 1..4096 at n=1024 and 4096 (Linear vs ACDC)")
     p.add_argument("--latency-n", type=positive_int, default=1024, help="n of the batch-1 forward latency line")
+
+
+def _sweep_defaults() -> tuple[tuple, tuple]:
+    params = inspect.signature(bench.batch_sweep).parameters
+    return tuple(params["sizes"].default), tuple(params["batches"].default)
+
+
+def estimate_sweep_seconds(repeats: int, device: str) -> float:
+    """Rough duration of :func:`torch_acdc.bench.batch_sweep`: one probe call of each timed function at the
+    largest batch per size, scaled to all batch sizes (time ~ batch) and to warm-up + ``repeats`` calls."""
+    sizes, batches = _sweep_defaults()
+    total = 0.0
+    for n in sizes:
+        x = torch.randn(max(batches), n, device=device, requires_grad=True)
+        lin, acdc = torch.nn.Linear(n, n, device=device), ACDC(n, device=device)
+        start = time.perf_counter()
+        for module in (lin, acdc):
+            module(x).sum().backward()  # ~ forward + f+b of the sweep's four timed functions
+        total += (time.perf_counter() - start) * 1.5 * sum(batches) / max(batches)
+    return total * (3 + repeats)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     seed_everything(args.seed)
-    quick = args.quick or args.fast
-    sizes, repeats = ((256, 1024), 5) if quick else (args.sizes, args.repeats)
+    sizes, repeats = args.sizes, args.repeats
+    sweep_repeats = max(3, repeats // 2)
+    if args.batch_sweep:
+        seconds = estimate_sweep_seconds(sweep_repeats, args.device)
+        print(f"--batch-sweep: about {max(1, round(seconds / 60))} min more after the main table "
+              f"({len(_sweep_defaults()[0]) * len(_sweep_defaults()[1])} configurations, estimated from one probe "
+              f"call per size)", flush=True)
     rows = bench.run(sizes, args.batch, args.depth, repeats, args.device, memory=not args.no_memory,
                      progress=not args.no_progress)
     table = bench.format_table(rows)
@@ -46,10 +76,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nB=1, n={lat['n']} forward (median ms): Linear {lat['linear_fwd_ms']:.4f}, ACDC "
           f"{lat['acdc_fwd_ms']:.4f} (torch path {lat['acdc_torch_fwd_ms']:.4f}); Linear / ACDC "
           f"{lat['linear_over_acdc']:.2f}")
+    print(bench.LEGEND)
     result = {"rows": [r.as_dict() for r in rows], "threads": torch.get_num_threads(), "latency": lat,
               "torch": torch.__version__, "device": args.device}
     if args.batch_sweep:
-        sweep = bench.batch_sweep(device=args.device, repeats=max(3, repeats // 2), progress=not args.no_progress)
+        sweep = bench.batch_sweep(device=args.device, repeats=sweep_repeats, progress=not args.no_progress)
         print("\nBatch-size sweep (median ms; speedup = Linear / ACDC):")
         print(bench.format_sweep(sweep))
         result["batch_sweep"] = sweep

@@ -8,15 +8,23 @@ from pathlib import Path
 import torch
 
 from ..experiments import charlm as lib
-from ..experiments.common import format_table, make_run_dir, write_json
+from ..experiments.common import format_table, make_run_dir, run_title, write_json
 from ..training import distributed
-from .common import fraction, nonnegative_float, nonnegative_int, positive_float, positive_int
+from .common import (
+    UsageError,
+    fraction,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    unit_interval,
+)
 
 DESCRIPTION = lib.__doc__
 FAST = {"hidden": 32, "embed": 16, "batch": 8, "bptt": 32, "steps": 40, "val_every": 20,
         "checkpoint_every": 20, "max_chars": 30000, "sample": 80}
 FULL = {name: getattr(lib.CharLMConfig, name) for name in FAST}  # full mode: the CharLMConfig defaults
-FAST_HELP = f"tiny model and text for smoke tests: {FAST} (explicit flags win)"
+FAST_HELP = "tiny model and text for smoke tests (explicit flags win)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,33 +33,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-chars", type=positive_int, default=None, help="use only the first N characters")
     p.add_argument("--val-fraction", type=fraction, default=d.val_fraction, help="held-out tail of the text")
     p.add_argument("--model", choices=lib.MODELS, default=d.model)
-    p.add_argument("--hidden", type=positive_int, default=None, help=f"LSTM hidden size (default {FULL['hidden']})")
+    p.add_argument("--hidden", type=positive_int, default=None, help="LSTM hidden size")
     p.add_argument("--params", type=positive_int, default=None,
                    help="pick the hidden size whose total parameter count is closest to N (overrides --hidden)")
-    p.add_argument("--embed", type=positive_int, default=None, help=f"embedding size (default {FULL['embed']})")
+    p.add_argument("--embed", type=positive_int, default=None, help="embedding size")
     p.add_argument("--layers", type=positive_int, default=d.layers)
     p.add_argument("--depth", type=positive_int, default=d.depth, help="ACDC layers per gate transform (--model acdc)")
     p.add_argument("--permutation", default=d.permutation, type=lambda s: None if s == "none" else s,
                    help="between ACDC layers: random | riffle | none")
-    p.add_argument("--dropout", type=nonnegative_float, default=d.dropout, help="between LSTM layers")
+    p.add_argument("--dropout", type=unit_interval, default=d.dropout, help="between LSTM layers")
     p.add_argument("--batch", type=positive_int, default=None,
-                   help=f"parallel streams, global over all processes (default {FULL['batch']})")
-    p.add_argument("--bptt", type=positive_int, default=None, help=f"characters per step (default {FULL['bptt']})")
-    p.add_argument("--steps", type=positive_int, default=None, help=f"optimizer steps (default {FULL['steps']})")
+                   help="parallel streams, global over all processes")
+    p.add_argument("--bptt", type=positive_int, default=None, help="characters per step")
+    p.add_argument("--steps", type=positive_int, default=None, help="optimizer steps")
     p.add_argument("--lr", type=positive_float, default=d.lr, help="Adam learning rate")
     p.add_argument("--lr-mult", type=positive_float, default=None,
                    help="lr multiplier for ACDC diagonals A and D (default: the paper's x24 / x12; 1 disables)")
     p.add_argument("--weight-decay", type=nonnegative_float, default=d.weight_decay,
                    help="not applied to ACDC diagonals")
     p.add_argument("--clip", type=nonnegative_float, default=d.clip, help="gradient-norm clip (0: none)")
-    p.add_argument("--val-every", type=positive_int, default=None, help=f"steps (default {FULL['val_every']})")
+    p.add_argument("--val-every", type=positive_int, default=None, help="steps between validations")
     p.add_argument("--checkpoint-every", type=positive_int, default=None,
-                   help=f"steps (default {FULL['checkpoint_every']})")
+                   help="steps between checkpoints")
     p.add_argument("--keep", type=positive_int, default=d.keep,
                    help="checkpoints kept (>= 2 keeps the previous good one)")
     p.add_argument("--resume", action="store_true", help="continue from the newest readable checkpoint in --out")
-    p.add_argument("--sample", type=nonnegative_int, default=None, help=f"characters to generate at the end "
-                                                                        f"(default {FULL['sample']})")
+    p.add_argument("--sample", type=nonnegative_int, default=None, help="characters to generate at the end")
     p.add_argument("--temperature", type=positive_float, default=d.temperature, help="sampling temperature")
     p.add_argument("--compare", action="store_true",
                    help="train dense and acdc at equal hidden size and at equal parameter count")
@@ -60,10 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> lib.CharLMConfig:
-    """Explicit flags win; otherwise the --fast or full-mode defaults."""
-    preset = FAST if args.fast else FULL
+    """The run's CharLMConfig from the parsed flags (the --fast / FULL presets already filled in by main)."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(lib.CharLMConfig) if hasattr(args, f.name)}
-    values = {k: (preset[k] if v is None and k in preset else v) for k, v in values.items()}
     values["data"] = args.data or lib.BUILTIN_CORPUS
     return lib.CharLMConfig(**values)
 
@@ -78,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         progress = not args.no_progress
         if args.compare:
             if args.params:
-                raise SystemExit("--compare sizes the models itself; drop --params")
+                raise UsageError("--compare sizes the models itself; drop --params")
             results = lib.compare_charlm(cfg, out, ctx, args.resume, progress, args.overwrite)
         else:
             if args.params:
@@ -87,9 +92,14 @@ def run(args: argparse.Namespace) -> int:
                     cfg, hidden=lib.hidden_for_params(args.params, **lib._model_kwargs(cfg, vocab)))
             results = [lib.train_charlm(cfg, out, ctx, args.resume, progress, f"{cfg.model}-h{cfg.hidden}", args.overwrite)]
         if ctx.is_main:
+            title = run_title("character LM: bits per character", data=cfg.data,
+                              protocol=f"{cfg.steps} steps, {cfg.batch} streams x {cfg.bptt} chars",
+                              seeds=cfg.seed, fast=args.fast)
+            for r in results:  # the library's per-run plots, re-drawn with the run's title
+                lib.plot_curves([r], (out / r["label"] if args.compare else out) / "curves.png", title)
             if args.compare:
                 write_json(out / "results.json", {"runs": results})
-                lib.plot_curves(results, out / "curves.png")
+                lib.plot_curves(results, out / "curves.png", title)
             for r in results:
                 if r.get("sample"):
                     print(f"--- sample from {r['label']} (temperature {cfg.temperature}) ---\n{r['sample']}\n---")

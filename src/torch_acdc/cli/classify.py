@@ -8,14 +8,15 @@ import torch
 
 from ..cost import model_cost
 from ..experiments import classify as lib
-from ..experiments.common import format_table, make_run_dir, seed_everything, write_json
+from ..experiments.common import format_table, make_run_dir, run_title, seed_everything, write_json
 from ..experiments.digits_data import load_mnist, load_sklearn_digits
 from ..training import CheckpointManager, distributed
 from .common import nonnegative_float, positive_float, positive_int
 
 DESCRIPTION = lib.__doc__
 FAST = {"epochs": 5, "seeds": 1, "depth": 4}
-FAST_HELP = f"quick smoke run: {FAST}"
+FULL = {"epochs": 40, "seeds": 3, "depth": 16}
+FAST_HELP = "quick smoke run (explicit flags win)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,18 +24,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit-train", type=positive_int, default=None, help="MNIST: use the first N training images")
     p.add_argument("--limit-test", type=positive_int, default=None, help="MNIST: use the first N test images")
     p.add_argument("--models", nargs="+", choices=lib.MODELS, default=list(lib.MODELS))
-    p.add_argument("--epochs", type=positive_int, default=40)
+    p.add_argument("--epochs", type=positive_int, default=None)
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--lr-mult", type=positive_float, default=None,
                    help="learning-rate multiplier for both ACDC diagonals (default: the paper's x24 A, x12 D)")
     p.add_argument("--weight-decay", type=nonnegative_float, default=0.0, help="for dense weights and biases only")
-    p.add_argument("--depth", type=positive_int, default=16, help="ACDC layers in the structured models")
+    p.add_argument("--depth", type=positive_int, default=None, help="ACDC layers in the structured models")
     p.add_argument("--width", type=positive_int, default=None,
                    help="ACDC width (input zero-padded; default: input size)")
     p.add_argument("--activation", default="relu", help="between ACDC layers: relu, tanh, ... or none")
     p.add_argument("--hidden", type=positive_int, default=64, help="hidden units of the dense MLP")
-    p.add_argument("--seeds", type=positive_int, default=3, help="seeds --seed .. --seed + N - 1")
+    p.add_argument("--seeds", type=positive_int, default=None, help="seeds --seed .. --seed + N - 1")
     p.add_argument("--checkpoint-every", type=positive_int, default=100,
                    help="optimizer steps between checkpoints of each (model, seed) run (the last step always)")
     p.add_argument("--keep", type=positive_int, default=2,
@@ -46,9 +47,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.fast:
-        for key, value in FAST.items():
-            setattr(args, key, value)
     if args.threads:
         torch.set_num_threads(args.threads)
     data = (load_mnist(args.data_dir, args.limit_train, args.limit_test) if args.data_dir
@@ -84,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
                          "architecture": repr(model)})
         if not ctx.is_main:
             return 0
-        lib.plot_accuracy(curves, out / "accuracy.png")
+        title = run_title("classify: test accuracy (mean over seeds)", data=data.name,
+                          protocol=f"{args.epochs} epochs, batch {args.batch_size}, Adam lr {args.lr:g}",
+                          seeds=range(args.seed, args.seed + args.seeds), fast=args.fast)
+        lib.plot_accuracy(curves, out / "accuracy.png", title)
         config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
         write_json(out / "results.json", {"experiment": "classify", "dataset": data.name, "config": config,
                                           "train_size": len(data.train), "test_size": len(data.test),

@@ -4,6 +4,12 @@ Common flags (added by :func:`torch_acdc.cli.build_parser` to every sub-command,
 define them itself): ``--seed`` (non-negative int, default 0), ``--out`` (run folder, default
 ``runs/<command>-<time>``), ``--fast`` (quick smoke run) and ``--no-progress`` (no progress bars).
 
+``--fast`` vs explicit flags, one rule for every command: **explicit flags win**. A command module lists the
+flags ``--fast`` changes in two dicts, ``FULL`` (normal defaults) and ``FAST`` (smoke-run values, a subset of
+FULL's keys), keyed by argparse ``dest``, and declares those flags with ``default=None``;
+:func:`fill_presets` (called by :func:`torch_acdc.cli.main` after parsing) fills every flag the user did not
+give from FAST (with ``--fast``) or FULL. :func:`annotate_presets` appends both values to the flags' help.
+
 Validators (``p.add_argument("--epochs", type=positive_int)``): each turns the string into a number or raises
 ``argparse.ArgumentTypeError`` with a one-line reason, which argparse prints as
 ``acdc <cmd>: error: argument --epochs: ...`` with exit status 2.
@@ -13,10 +19,15 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["add_common_arguments", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float",
-           "finite_float", "fraction", "COMMON_FLAGS"]
+__all__ = ["add_common_arguments", "fill_presets", "annotate_presets", "UsageError", "COMMON_FLAGS",
+           "positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "finite_float", "fraction",
+           "unit_interval"]
 
-COMMON_FLAGS = ("--seed", "--out", "--fast", "--no-progress")
+COMMON_FLAGS = ("--seed", "--out", "--fast", "--no-progress", "--debug")
+
+
+class UsageError(Exception):
+    """A bad combination of flags found by a command's ``run``: reported like an argparse error (exit 2)."""
 
 
 def _int(text: str) -> int:
@@ -36,49 +47,26 @@ def _float(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1."""
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {value}")
-    return value
+def _checked(name: str, parse, ok, rule: str):
+    """A validator: ``parse`` the text, then require ``ok(value)``, else "must be <rule>, got <value>"."""
+    def check(text: str):
+        value = parse(text)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {value:g}")
+        return value
+
+    check.__name__ = check.__qualname__ = name
+    check.__doc__ = f"argparse type: {rule}."
+    return check
 
 
-def nonnegative_int(text: str) -> int:
-    """An integer >= 0."""
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer (>= 0), got {value}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    """Any finite float (no nan / inf)."""
-    return _float(text)
-
-
-def positive_float(text: str) -> float:
-    """A finite float > 0."""
-    value = _float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number (> 0), got {value:g}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    """A finite float >= 0."""
-    value = _float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative number (>= 0), got {value:g}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A float strictly between 0 and 1."""
-    value = _float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {value:g}")
-    return value
+positive_int = _checked("positive_int", _int, lambda v: v >= 1, "a positive integer (>= 1)")
+nonnegative_int = _checked("nonnegative_int", _int, lambda v: v >= 0, "a non-negative integer (>= 0)")
+finite_float = _checked("finite_float", _float, lambda v: True, "a finite number")
+positive_float = _checked("positive_float", _float, lambda v: v > 0, "a positive number (> 0)")
+nonnegative_float = _checked("nonnegative_float", _float, lambda v: v >= 0, "a non-negative number (>= 0)")
+fraction = _checked("fraction", _float, lambda v: 0 < v < 1, "strictly between 0 and 1")
+unit_interval = _checked("unit_interval", _float, lambda v: 0 <= v < 1, "in [0, 1)")
 
 
 def add_common_arguments(p: argparse.ArgumentParser, command: str, fast_help: str | None = None) -> None:
@@ -90,3 +78,33 @@ def add_common_arguments(p: argparse.ArgumentParser, command: str, fast_help: st
     group.add_argument("--no-progress", action="store_true", help="no progress bars")
     group.add_argument("--overwrite", action="store_true",
                        help="start fresh in an --out that holds an earlier run (refused otherwise)")
+    group.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback on errors (also: environment ACDC_DEBUG=1)")
+
+
+def annotate_presets(p: argparse.ArgumentParser, full: dict, fast: dict) -> None:
+    """Append "(default X; --fast: Y)" to the help of every flag in ``full``; check they default to None."""
+    for action in p._actions:
+        if action.dest in full:
+            if action.default is not None:
+                raise TypeError(f"{action.option_strings[0]} is preset by --fast/FULL: declare it with default=None")
+            text = f"default {_show(full[action.dest])}"
+            if action.dest in fast:
+                text += f"; --fast: {_show(fast[action.dest])}"
+            action.help = f"{action.help} ({text})" if action.help else text
+    unknown = set(fast) - set(full)
+    if unknown:
+        raise TypeError(f"FAST keys missing from FULL: {sorted(unknown)}")
+
+
+def _show(value) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def fill_presets(args: argparse.Namespace, full: dict, fast: dict) -> argparse.Namespace:
+    """Every preset flag left at None (not given) takes FAST's value under ``--fast``, else FULL's."""
+    for dest, value in full.items():
+        if getattr(args, dest, None) is None:
+            chosen = fast[dest] if args.fast and dest in fast else value
+            setattr(args, dest, list(chosen) if isinstance(chosen, list) else chosen)
+    return args

@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 
 from .. import cost
-from ..experiments.common import format_table, make_run_dir, seed_everything, write_json
+from ..experiments.common import format_table, make_run_dir, run_title, seed_everything, write_json
 from ..experiments.cost_tables import crossover_rows, model_rows, plot_crossover
 from .common import positive_int
 
-FAST_HELP = "widths 16 and 256, batches 1 and 64, depth 1"
+FULL = {"widths": [16, 32, 64, 128, 256, 512, 1024, 2048, 4096], "batches": [1, 16, 256], "stack_depths": [1, 4]}
+FAST = {"widths": [16, 256], "batches": [1, 64], "stack_depths": [1]}
+FAST_HELP = "small crossover table (explicit flags win)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,9 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=positive_int, default=64, help="hidden units of the dense MLP")
     p.add_argument("--width", type=positive_int, default=None)
     p.add_argument("--activation", default="relu")
-    p.add_argument("--widths", type=positive_int, nargs="+", default=[16, 32, 64, 128, 256, 512, 1024, 2048, 4096])
-    p.add_argument("--batches", type=positive_int, nargs="+", default=[1, 16, 256])
-    p.add_argument("--stack-depths", type=positive_int, nargs="+", default=[1, 4],
+    p.add_argument("--widths", type=positive_int, nargs="+", default=None)
+    p.add_argument("--batches", type=positive_int, nargs="+", default=None)
+    p.add_argument("--stack-depths", type=positive_int, nargs="+", default=None,
                    help="depths in the crossover table")
     p.add_argument("--calibrate", action="store_true", help="measure the cost model's constants first")
     p.add_argument("--measure", action="store_true", help="also time both forms (forward, no grad)")
@@ -33,14 +35,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.fast:
-        args.widths, args.batches, args.stack_depths = [16, 256], [1, 64], [1]
     seed_everything(args.seed)
     model = cost.calibrate(repeats=args.repeats) if args.calibrate else cost.DEFAULT_COST_MODEL
     models = model_rows(args)
     cross = crossover_rows(args.widths, args.batches, args.stack_depths, model, args.measure, args.repeats)
     out = make_run_dir(args.out, "cost", overwrite=args.overwrite)
-    plot_crossover(cross, out / "crossover.png")
+    protocol = "cost model" + (" and measured forward times" if args.measure else "")
+    plot_crossover(cross, out / "crossover.png",
+                   run_title("StackedACDC(n, n, depth) vs its dense nn.Linear", data="random-init stacks",
+                             protocol=protocol, seeds=args.seed, fast=args.fast))
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     write_json(out / "results.json", {"experiment": "cost", "config": config, "cost_model": vars(model),
                                       "units": "per example; mult_adds = real multiply-adds, flops = 2 x; "

@@ -6,20 +6,23 @@ import argparse
 from tqdm.auto import tqdm
 
 from ..experiments import linear_problem as lib
-from ..experiments.common import format_table, make_run_dir, write_json
+from ..experiments.common import format_table, make_run_dir, run_title, write_json
 from .common import positive_float, positive_int
 
 DESCRIPTION = lib.__doc__
-FAST_HELP = f"quick smoke run: {lib.FAST}"
+FULL = {"n": 32, "samples": 10000, "steps": 1000, "depths": [1, 2, 4, 8, 16, 32],
+        "permutations": list(lib.PERMUTATIONS)}
+FAST = lib.FAST
+FAST_HELP = "quick smoke run (explicit flags win)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--n", type=positive_int, default=32)
-    p.add_argument("--samples", type=positive_int, default=10000)
+    p.add_argument("--n", type=positive_int, default=None)
+    p.add_argument("--samples", type=positive_int, default=None)
     p.add_argument("--target", choices=("linear-init", "gaussian"), default="linear-init")
-    p.add_argument("--depths", type=positive_int, nargs="+", default=[1, 2, 4, 8, 16, 32])
-    p.add_argument("--permutations", nargs="+", choices=list(lib.PERMUTATIONS), default=list(lib.PERMUTATIONS))
-    p.add_argument("--steps", type=positive_int, default=1000, help="full-batch Adam iterations")
+    p.add_argument("--depths", type=positive_int, nargs="+", default=None)
+    p.add_argument("--permutations", nargs="+", choices=list(lib.PERMUTATIONS), default=None)
+    p.add_argument("--steps", type=positive_int, default=None, help="full-batch Adam iterations")
     p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--lr-mult", type=positive_float, default=None,
                    help="learning-rate multiplier for both diagonals (default: the paper's x24 A, x12 D)")
@@ -27,9 +30,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.fast:
-        for key, value in lib.FAST.items():
-            setattr(args, key, value)
     x, y = lib.make_problem(args.n, args.samples, args.target, args.seed)
     mult = None if args.lr_mult is None else {"A": args.lr_mult, "D": args.lr_mult}
     out = make_run_dir(args.out, "linear-problem", overwrite=args.overwrite)
@@ -40,7 +40,11 @@ def run(args: argparse.Namespace) -> int:
                               lr=args.lr, lr_multipliers=mult, seed=args.seed, progress=not args.no_progress)
         rows.append({"permutation": perm, "depth": depth, **res})
     baseline = y.var(0, correction=0).mean().item()  # MSE of predicting each output's mean
-    lib.plot_losses(rows, baseline, out / "loss_curves.png")
+    title = run_title("linear problem: StackedACDC loss curves",
+                      data=f"y = W x + b, n = {args.n}, {args.samples} pairs, target {args.target}",
+                      protocol=f"{args.steps} full-batch Adam iterations, lr {args.lr:g}", seeds=args.seed,
+                      fast=args.fast)
+    lib.plot_losses(rows, baseline, out / "loss_curves.png", title)
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     write_json(out / "results.json", {"experiment": "linear-problem", "threshold": lib.THRESHOLD, "config": config,
                                       "constant_predictor_mse": baseline, "rows": rows})

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..fit import fit_dense, matrix_evaluator, minimise
 from ..layers import StackedACDC
-from .common import new_figure, save_figure
+from .common import integer_axis, line_style, new_figure, save_figure, set_title
 from .linear_problem import make_problem
 
 __all__ = ["PROTOCOLS", "RESEARCH_LOG", "layer_class", "load_matrix", "log_baselines", "approximate",
@@ -137,15 +137,18 @@ def compares_to_log(protocol: str, layer: str, n: int) -> bool:
     return protocol == "log" and layer == "acdc" and n == 32
 
 
-def plot_errors(rows: list[dict], protocol: str, layer: str, compare: bool, path: Path) -> None:
-    fig, ax = new_figure(figsize=(6.5, 4.2))
-    for perm in dict.fromkeys(r["permutation"] for r in rows):
+def plot_errors(rows: list[dict], protocol: str, layer: str, compare: bool, path: Path,
+                title: str | None = None) -> None:
+    """Mean error (+- std over seeds) against parameters, one line per permutation kind."""
+    fig, ax = new_figure(figsize=(6.5, 4.6))
+    set_title(fig, title)
+    for i, perm in enumerate(dict.fromkeys(r["permutation"] for r in rows)):
         rs = [r for r in rows if r["permutation"] == perm]
         line = ax.errorbar([r["params"] for r in rs], [r["error_mean"] for r in rs],
-                           yerr=[r["error_std"] for r in rs], marker="o", capsize=3, label=f"{layer} {perm}")
+                           yerr=[r["error_std"] for r in rs], capsize=3, label=f"{layer} {perm}", **line_style(i))
         if compare:
             ref = [r for r in rs if "log_mean" in r]
-            ax.plot([r["params"] for r in ref], [r["log_mean"] for r in ref], ls="--", alpha=0.6,
+            ax.plot([r["params"] for r in ref], [r["log_mean"] for r in ref], ls=":", marker="x", alpha=0.6,
                     color=line[0].get_color(), label=f"research log {perm}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -156,16 +159,19 @@ def plot_errors(rows: list[dict], protocol: str, layer: str, compare: bool, path
     save_figure(fig, path)
 
 
-def plot_curves(rows: list[dict], path: Path) -> None:
+def plot_curves(rows: list[dict], path: Path, title: str | None = None) -> None:
+    """Mean error during optimisation, one panel per permutation kind, one curve per depth."""
     perms = list(dict.fromkeys(r["permutation"] for r in rows))
-    fig, axes = new_figure(ncols=len(perms), figsize=(4 * len(perms), 3.5), squeeze=False, sharey=True)
+    fig, axes = new_figure(ncols=len(perms), figsize=(4 * len(perms), 4.0), squeeze=False, sharey=True)
+    set_title(fig, title)
     for ax, perm in zip(axes[0], perms):
-        for r in (r for r in rows if r["permutation"] == perm):
+        for i, r in enumerate(r for r in rows if r["permutation"] == perm):
             steps, values = zip(*r["mean_curve"])
-            ax.plot(steps, values, label=f"depth {r['depth']}")
+            ax.plot(steps, values, label=f"depth {r['depth']}", **line_style(i, len(steps)))
         ax.set_title(f"permutation: {perm}")
         ax.set_yscale("log")
         ax.set_xlabel("step")
+        integer_axis(ax)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("mean error")
     axes[0][-1].legend(fontsize=7)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from ..recipe import param_groups
 from ..training import CheckpointError, CheckpointManager, DistContext, StreamBatches, TrainState
-from .common import new_figure, save_figure, seed_everything, write_json
+from .common import integer_axis, line_style, new_figure, save_figure, seed_everything, set_title, write_json
 
 __all__ = ["CharLM", "CharLMConfig", "Corpus", "read_text", "encode", "load_corpus", "count_parameters",
            "hidden_for_params", "evaluate_bpc", "sample_text", "train_charlm", "compare_charlm"]
@@ -384,18 +384,20 @@ def compare_charlm(cfg: CharLMConfig, out: Path, ctx: DistContext, resume: bool,
 
 
 # ----------------------------------------------------------------------------------------- reporting
-def plot_curves(results: list[dict], path: Path) -> Path:
+def plot_curves(results: list[dict], path: Path, title: str | None = None) -> Path:
     """Training BPC (moving average) and validation BPC against step, one line per run."""
-    fig, (ax_train, ax_val) = new_figure(ncols=2, figsize=(11, 4))
-    for r in results:
+    fig, (ax_train, ax_val) = new_figure(ncols=2, figsize=(11, 4.4))
+    set_title(fig, title)
+    for i, r in enumerate(results):
         h = r["history"]
         window = max(1, len(h["train_bpc"]) // 50)
         smooth = torch.tensor(h["train_bpc"]).unfold(0, window, 1).mean(1) if h["train_bpc"] else torch.zeros(0)
-        ax_train.plot(h["step"][window - 1:], smooth.tolist(), label=r["label"])
-        ax_val.plot(h["val_step"], h["val_bpc"], marker="o", ms=3, label=r["label"])
+        ax_train.plot(h["step"][window - 1:], smooth.tolist(), label=r["label"], **line_style(i, len(smooth)))
+        ax_val.plot(h["val_step"], h["val_bpc"], label=r["label"], **line_style(i, len(h["val_step"])))
     ax_train.set(xlabel="step", ylabel="train bits/char (moving avg)", title="training")
     ax_val.set(xlabel="step", ylabel="validation bits/char", title="validation")
     for ax in (ax_train, ax_val):
+        integer_axis(ax)
         ax.grid(alpha=0.3)
         ax.legend()
     return save_figure(fig, path)

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from ..layers import StackedACDC
 from ..recipe import param_groups
 from ..training import CheckpointError, CheckpointManager, DistContext, ShardedBatches, TrainState
-from .common import new_figure, save_figure
+from .common import integer_axis, line_style, new_figure, save_figure, set_title
 
 __all__ = ["Truncate", "build_dense_mlp", "build_acdc_only", "build_acdc_head", "build_model", "MODELS",
            "TrainResult", "train_classifier", "evaluate", "mean_std", "plot_accuracy"]
@@ -228,12 +228,15 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.pstdev(values) if len(values) > 1 else 0.0)
 
 
-def plot_accuracy(curves: dict[str, list[list[float]]], path) -> None:
-    fig, ax = new_figure(figsize=(6, 4))
-    for name, runs in curves.items():
+def plot_accuracy(curves: dict[str, list[list[float]]], path, title: str | None = None) -> None:
+    """Mean test accuracy (over seeds) after each epoch, one curve per model."""
+    fig, ax = new_figure(figsize=(6, 4.4))
+    set_title(fig, title)
+    for i, (name, runs) in enumerate(curves.items()):
         epochs = range(1, len(runs[0]) + 1)
         mean = [statistics.fmean(v) for v in zip(*runs)]
-        ax.plot(epochs, mean, label=name)
+        ax.plot(epochs, mean, label=name, **line_style(i, len(mean)))
+    integer_axis(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3)

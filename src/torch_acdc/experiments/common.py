@@ -13,7 +13,8 @@ import torch
 
 from ..training.runs import check_fresh_start, lock_dir
 
-__all__ = ["seed_everything", "make_run_dir", "write_json", "save_figure", "format_table", "new_figure"]
+__all__ = ["seed_everything", "make_run_dir", "write_json", "save_figure", "format_table", "new_figure", "run_title",
+           "line_style", "set_title", "integer_axis"]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -102,3 +103,45 @@ def format_table(rows: list[dict], columns: list[str] | None = None, floatfmt: s
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def run_title(what: str, *, data: str, protocol: str, seeds, fast: bool) -> str:
+    """A figure title naming what is plotted, the data, the protocol, the seeds and whether it is a --fast run.
+
+    ``seeds``: an int, a range or a list of seeds."""
+    seeds = list(seeds) if isinstance(seeds, (range, list, tuple)) else [seeds]
+    if len(seeds) == 1:
+        seed_text = f"seed {seeds[0]}"
+    elif seeds == list(range(seeds[0], seeds[-1] + 1)):
+        seed_text = f"seeds {seeds[0]}-{seeds[-1]}"
+    else:
+        seed_text = "seeds " + ", ".join(map(str, seeds))
+    run = "--fast smoke run" if fast else "full run"
+    return f"{what}\ndata: {data}; protocol: {protocol}; {seed_text}; {run}"
+
+
+MARKERS = ("o", "s", "^", "v", "D", "x", "+", "*", "P", "h")
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def line_style(i: int, points: int | None = None) -> dict:
+    """Matplotlib line keywords for the ``i``-th curve: its own colour, marker and linestyle, so curves that
+    coincide stay distinguishable; ``points`` (the curve length) spreads about 10 markers along long curves."""
+    style = {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)], "ls": LINESTYLES[i % len(LINESTYLES)],
+             "ms": 4}
+    if points and points > 12:
+        style["markevery"] = max(1, points // 10)
+    return style
+
+
+def set_title(fig, title: str | None) -> None:
+    """The figure's overall title (nothing if None)."""
+    if title:
+        fig.suptitle(title, fontsize=9)
+
+
+def integer_axis(ax, axis: str = "x") -> None:
+    """Integer tick labels only (epochs, steps)."""
+    from matplotlib.ticker import MaxNLocator
+
+    getattr(ax, f"{axis}axis").set_major_locator(MaxNLocator(integer=True))

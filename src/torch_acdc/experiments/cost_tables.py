@@ -8,7 +8,7 @@ from .. import cost
 from ..bench import median_ms
 from ..layers import StackedACDC
 from . import classify
-from .common import new_figure, save_figure
+from .common import line_style, new_figure, save_figure, set_title
 
 __all__ = ["SIZES", "model_rows", "crossover_rows", "plot_crossover"]
 
@@ -49,14 +49,16 @@ def crossover_rows(widths, batches, depths, model: cost.CostModel, measure: bool
     return rows
 
 
-def plot_crossover(rows: list[dict], path) -> None:
+def plot_crossover(rows: list[dict], path, title: str | None = None) -> None:
+    """Dense / structured cost ratio against width, one panel per stack depth, one line per batch size."""
     depths = sorted({r["depth"] for r in rows})
-    fig, axes = new_figure(ncols=len(depths), figsize=(5 * len(depths), 3.8), squeeze=False, sharey=True)
+    fig, axes = new_figure(ncols=len(depths), figsize=(5 * len(depths), 4.3), squeeze=False, sharey=True)
+    set_title(fig, title)
     for ax, depth in zip(axes[0], depths):
         for i, batch in enumerate(sorted({r["batch"] for r in rows})):
             rs = [r for r in rows if r["depth"] == depth and r["batch"] == batch]
-            ax.plot([r["n"] for r in rs], [r["dense_cost"] / r["structured_cost"] for r in rs], marker="o",
-                    color=f"C{i}", label=f"model, B={batch}")
+            ax.plot([r["n"] for r in rs], [r["dense_cost"] / r["structured_cost"] for r in rs],
+                    label=f"model, B={batch}", **{**line_style(i), "ls": "-"})
             if "dense_ms" in rs[0]:
                 ax.plot([r["n"] for r in rs], [r["dense_ms"] / r["structured_ms"] for r in rs], ls="--",
                         marker="x", color=f"C{i}", label=f"measured, B={batch}")

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..fit import minimise
 from ..layers import StackedACDC
 from ..recipe import param_groups
-from .common import new_figure, save_figure
+from .common import integer_axis, line_style, new_figure, save_figure, set_title
 
 __all__ = ["make_problem", "train_stack", "plot_losses", "THRESHOLD", "PERMUTATIONS", "FAST"]
 
@@ -59,17 +59,20 @@ def train_stack(x: torch.Tensor, y: torch.Tensor, depth: int, permutation, *, bi
             "params": sum(p.numel() for p in stack.parameters())}
 
 
-def plot_losses(rows: list[dict], baseline: float, path) -> None:
-    fig, ax = new_figure(figsize=(7, 4.5))
+def plot_losses(rows: list[dict], baseline: float, path, title: str | None = None) -> None:
+    """MSE against Adam iteration: colour and marker = depth, linestyle = permutation kind."""
+    fig, ax = new_figure(figsize=(7, 4.9))
+    set_title(fig, title)
     styles = {"random": "-", "riffle": "--", "none": ":"}
-    colors = {d: f"C{i}" for i, d in enumerate(sorted({r["depth"] for r in rows}))}
+    index = {d: i for i, d in enumerate(sorted({r["depth"] for r in rows}))}
     for r in rows:
-        ax.plot(range(len(r["history"])), r["history"], ls=styles[r["permutation"]], color=colors[r["depth"]],
-                label=f"depth {r['depth']}, {r['permutation']}")
+        style = {**line_style(index[r["depth"]], len(r["history"])), "ls": styles[r["permutation"]]}
+        ax.plot(range(len(r["history"])), r["history"], label=f"depth {r['depth']}, {r['permutation']}", **style)
     ax.axhline(THRESHOLD, color="k", lw=0.8, alpha=0.5, label=f"threshold {THRESHOLD}")
     ax.axhline(baseline, color="k", lw=0.8, ls=":", label="best constant predictor")
     ax.set_yscale("log")
     ax.set_xlabel("Adam iteration (full batch)")
+    integer_axis(ax)
     ax.set_ylabel("MSE")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..bench import median_ms
 from ..recurrent import ACDCLSTM, acdc_lstm_parameter_count
-from .common import new_figure, save_figure
+from .common import new_figure, save_figure, set_title
 
 FULL_SIZES = [256, 512, 1024, 2048, 4096, 8192, 16384]
 FAST = {"sizes": [16, 32], "steps": 3, "batch": 2, "repeats": 1}
@@ -114,8 +114,10 @@ def measure(args) -> list[dict]:
     return rows
 
 
-def plot(rows: list[dict], cross: float | None, path, args) -> None:
-    fig, (ax_t, ax_p) = new_figure(ncols=2, figsize=(11, 4.2))
+def plot(rows: list[dict], cross: float | None, path, args, title: str | None = None) -> None:
+    """Time per training step and parameter count against hidden size, dense vs ACDC."""
+    fig, (ax_t, ax_p) = new_figure(ncols=2, figsize=(11, 4.6))
+    set_title(fig, title)
     for kind, style in (("dense", "o-"), ("acdc", "s-")):
         pts = [(r["hidden"], r[f"{kind}_ms"]) for r in rows if r.get(f"{kind}_ms")]
         label = "nn.LSTM (dense)" if kind == "dense" else f"ACDCLSTM (depth {args.depth})"
