@@ -222,7 +222,7 @@ def test_lstm_bench_fast_writes_results_and_plot(tmp_path, capsys):
     import json
 
     from torch_acdc.cli import main
-    from torch_acdc.lstm_bench_cli import crossover
+    from torch_acdc.experiments.lstm_bench import crossover
 
     assert main(["lstm-bench", "--fast", "--no-progress", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())

@@ -15,22 +15,20 @@ Writes results.json, error_vs_params.png and curves.png (mean error during optim
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from ..fit import OPTIMIZERS, fit_dense, matrix_evaluator, minimise
+from ..fit import fit_dense, matrix_evaluator, minimise
 from ..layers import StackedACDC
-from .common import format_table, make_run_dir, new_figure, save_figure, write_json
+from .common import new_figure, save_figure
 from .linear_problem import make_problem
 
 __all__ = ["PROTOCOLS", "RESEARCH_LOG", "layer_class", "load_matrix", "log_baselines", "approximate",
-           "add_arguments", "run"]
+           "summarise", "compares_to_log", "plot_errors", "plot_curves", "DEFAULTS", "FAST"]
 
 PROTOCOLS = ("matrix", "log")
 PERMUTATIONS = {"random": "random", "riffle": "riffle", "none": None}
@@ -83,11 +81,12 @@ def _log_problem(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return make_problem(n, LOG_SAMPLES, "linear-init", seed)
 
 
-def log_baselines(n: int, seeds: int) -> dict:
-    """Reference MSEs of the log protocol, averaged over seeds: predicting 0, predicting each output's mean,
-    and the best bias-free dense matrix (least squares) -- what a structured fit should be judged against."""
+def log_baselines(n: int, seeds: int, first_seed: int = 0) -> dict:
+    """Reference MSEs of the log protocol, averaged over seeds ``first_seed .. first_seed + seeds - 1``:
+    predicting 0, predicting each output's mean, and the best bias-free dense matrix (least squares) -- what a
+    structured fit should be judged against."""
     zero, constant, dense = [], [], []
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         x, y = (t.double() for t in _log_problem(n, seed))
         zero.append(y.square().mean().item())
         constant.append(y.var(0, correction=0).mean().item())
@@ -117,44 +116,28 @@ def approximate(protocol: str, layer_cls, depth: int, permutation, seed: int, *,
     raise ValueError(f"unknown protocol {protocol!r}: expected one of {PROTOCOLS}")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--protocol", choices=PROTOCOLS, default="matrix")
-    p.add_argument("--matrix", default=None, help="matrix protocol: approximate this .npy/.pt matrix")
-    p.add_argument("--layer", choices=("acdc", "afdf"), default="acdc")
-    p.add_argument("--n", type=int, default=32, help="size of the random n x n targets")
-    p.add_argument("--depths", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
-    p.add_argument("--permutations", nargs="+", choices=list(PERMUTATIONS), default=list(PERMUTATIONS))
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS["optimizer"])
-    p.add_argument("--steps", type=int, default=DEFAULTS["steps"])
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="L-BFGS: 1; Adam: ~1e-2")
-    p.add_argument("--fast", action="store_true", help=f"quick smoke run: {FAST}")
-    p.add_argument("--out", default=None, help="run folder (default runs/approx-<time>)")
-    p.add_argument("--no-progress", action="store_true")
-
-
-def _summarise(runs: list[dict]) -> dict:
+def summarise(runs: list[dict]) -> dict:
     """Seeds of one configuration -> params, errors, mean, population std and the mean error curve."""
     errors = [r["error"] for r in runs]
     length = max(len(r["history"]) for r in runs)  # L-BFGS histories end early at convergence: pad
     padded = [r["history"] + r["history"][-1:] * (length - len(r["history"])) for r in runs]
     return {"params": runs[0]["params"], "errors": errors, "error_mean": statistics.fmean(errors),
             "error_std": statistics.pstdev(errors) if len(errors) > 1 else 0.0,
-            "mean_curve": _subsample([statistics.fmean(v) for v in zip(*padded)])}
+            "mean_curve": subsample([statistics.fmean(v) for v in zip(*padded)])}
 
 
-def _subsample(history: list[float], points: int = 200) -> list[tuple[int, float]]:
+def subsample(history: list[float], points: int = 200) -> list[tuple[int, float]]:
     stride = max(1, len(history) // points)
     idx = sorted(set(range(0, len(history), stride)) | {len(history) - 1})
     return [(i, history[i]) for i in idx]
 
 
-def _compares_to_log(args: argparse.Namespace) -> bool:
+def compares_to_log(protocol: str, layer: str, n: int) -> bool:
     """The research log's numbers are comparable: its protocol, ACDC layers, n = 32."""
-    return args.protocol == "log" and args.layer == "acdc" and args.n == 32
+    return protocol == "log" and layer == "acdc" and n == 32
 
 
-def _plot_errors(rows: list[dict], protocol: str, layer: str, compare: bool, path: Path) -> None:
+def plot_errors(rows: list[dict], protocol: str, layer: str, compare: bool, path: Path) -> None:
     fig, ax = new_figure(figsize=(6.5, 4.2))
     for perm in dict.fromkeys(r["permutation"] for r in rows):
         rs = [r for r in rows if r["permutation"] == perm]
@@ -173,7 +156,7 @@ def _plot_errors(rows: list[dict], protocol: str, layer: str, compare: bool, pat
     save_figure(fig, path)
 
 
-def _plot_curves(rows: list[dict], path: Path) -> None:
+def plot_curves(rows: list[dict], path: Path) -> None:
     perms = list(dict.fromkeys(r["permutation"] for r in rows))
     fig, axes = new_figure(ncols=len(perms), figsize=(4 * len(perms), 3.5), squeeze=False, sharey=True)
     for ax, perm in zip(axes[0], perms):
@@ -187,50 +170,3 @@ def _plot_curves(rows: list[dict], path: Path) -> None:
     axes[0][0].set_ylabel("mean error")
     axes[0][-1].legend(fontsize=7)
     save_figure(fig, path)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.fast:
-        for key, value in FAST.items():
-            setattr(args, key, value)
-    if args.protocol == "log" and args.matrix:
-        raise SystemExit("--matrix applies to the matrix protocol only")
-    layer_cls = layer_class(args.layer)
-    matrix = load_matrix(args.matrix) if args.matrix else None
-    n = args.n if matrix is None else f"{matrix.shape[0]}x{matrix.shape[1]}"
-    out = make_run_dir(args.out, "approx")
-    jobs = [(perm, depth, seed) for perm in args.permutations for depth in args.depths for seed in range(args.seeds)]
-    bar = tqdm(jobs, desc="approx", disable=args.no_progress)
-    fits: dict[tuple, list[dict]] = {}
-    for perm, depth, seed in bar:
-        bar.set_postfix(perm=perm, depth=depth, seed=seed, refresh=False)
-        fits.setdefault((perm, depth), []).append(
-            approximate(args.protocol, layer_cls, depth, PERMUTATIONS[perm], seed, n=args.n, matrix=matrix,
-                        optimizer=args.optimizer, steps=args.steps, lr=args.lr))
-    rows = []
-    for (perm, depth), runs in fits.items():
-        row = {"permutation": perm, "depth": depth, **_summarise(runs)}
-        if _compares_to_log(args) and depth in RESEARCH_LOG[perm]:
-            row["log_mean"], row["log_std"] = RESEARCH_LOG[perm][depth]
-        rows.append(row)
-    metric = ("relative Frobenius error ||W_hat - W||_F / ||W||_F" if args.protocol == "matrix" else
-              "final mean squared error over 100 x n outputs of y = W x + b, x ~ U(0,1)^n")
-    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    baselines = log_baselines(args.n, args.seeds) if args.protocol == "log" else None
-    _plot_errors(rows, args.protocol, args.layer, _compares_to_log(args), out / "error_vs_params.png")
-    _plot_curves(rows, out / "curves.png")
-    write_json(out / "results.json", {"experiment": "approx", "protocol": args.protocol, "metric": metric,
-                                      "target": "file " + str(args.matrix) if matrix is not None else
-                                      ("N(0,1) n x n" if args.protocol == "matrix" else "nn.Linear init W, b"),
-                                      "n": n, "config": config, "rows": rows, "baselines": baselines})
-    cols = ["permutation", "depth", "params", "error"] + (["research log"] if "log_mean" in rows[0] else [])
-    table = [{"permutation": r["permutation"], "depth": r["depth"], "params": r["params"],
-              "error": f"{r['error_mean']:.4g} ± {r['error_std']:.2g}",
-              "research log": f"{r.get('log_mean', float('nan')):.4g} ± {r.get('log_std', float('nan')):.2g}"}
-             for r in rows]
-    print(f"{args.layer} stacks, protocol {args.protocol}: {metric}; mean ± std over {args.seeds} seeds")
-    print(format_table(table, cols))
-    if baselines:
-        print("baselines (MSE): " + ", ".join(f"{k} {v:.3g}" for k, v in baselines.items()))
-    print(f"results: {out / 'results.json'}, plots: {out / 'error_vs_params.png'}, {out / 'curves.png'}")
-    return 0

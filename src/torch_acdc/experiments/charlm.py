@@ -14,7 +14,6 @@ Without ``--data`` the text is Python's own documentation (pydoc_data.topics), s
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import math
@@ -28,9 +27,9 @@ from torch import nn
 from tqdm import tqdm
 
 from ..recipe import param_groups
-from ..training import CheckpointError, CheckpointManager, DistContext, StreamBatches, TrainState, distributed
+from ..training import CheckpointError, CheckpointManager, DistContext, StreamBatches, TrainState
+from .common import new_figure, save_figure, seed_everything, write_json
 from .stdlib_corpus import STDLIB_CORPUS, read_stdlib_text
-from .common import format_table, make_run_dir, new_figure, save_figure, seed_everything, write_json
 
 __all__ = ["CharLM", "CharLMConfig", "Corpus", "read_text", "encode", "load_corpus", "count_parameters",
            "hidden_for_params", "evaluate_bpc", "sample_text", "train_charlm", "compare_charlm"]
@@ -418,91 +417,3 @@ def summary_rows(results: list[dict]) -> list[dict]:
              "hidden": r["config"]["hidden"], "params": r["parameters"], "LSTM params": r["recurrent_parameters"],
              "steps": r["config"]["steps"], "val BPC": r["final_val_bpc"], "best val BPC": r["best_val_bpc"],
              "chars/s": round(r["chars_per_second"]) if r["chars_per_second"] else ""} for r in results]
-
-
-# ------------------------------------------------------------------------------------------------ CLI
-FAST = {"hidden": 32, "embed": 16, "batch": 8, "bptt": 32, "steps": 40, "val_every": 20,
-        "checkpoint_every": 20, "max_chars": 30000, "sample": 80}
-FULL = {name: getattr(CharLMConfig, name) for name in FAST}  # full mode: the CharLMConfig defaults
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = CharLMConfig()
-    p.add_argument("--data", default=None, help="UTF-8 text file (default: Python's bundled pydoc topics text)")
-    p.add_argument("--max-chars", type=int, default=None, help="use only the first N characters")
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="held-out tail of the text")
-    p.add_argument("--model", choices=MODELS, default=d.model)
-    p.add_argument("--hidden", type=int, default=None, help=f"LSTM hidden size (default {FULL['hidden']})")
-    p.add_argument("--params", type=int, default=None,
-                   help="pick the hidden size whose total parameter count is closest to N (overrides --hidden)")
-    p.add_argument("--embed", type=int, default=None, help=f"embedding size (default {FULL['embed']})")
-    p.add_argument("--layers", type=int, default=d.layers)
-    p.add_argument("--depth", type=int, default=d.depth, help="ACDC layers per gate transform (--model acdc)")
-    p.add_argument("--permutation", default=d.permutation, type=lambda s: None if s == "none" else s,
-                   help="between ACDC layers: random | riffle | none")
-    p.add_argument("--dropout", type=float, default=d.dropout, help="between LSTM layers")
-    p.add_argument("--batch", type=int, default=None,
-                   help=f"parallel streams, global over all processes (default {FULL['batch']})")
-    p.add_argument("--bptt", type=int, default=None, help=f"characters per step (default {FULL['bptt']})")
-    p.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default {FULL['steps']})")
-    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
-    p.add_argument("--lr-mult", type=float, default=None,
-                   help="lr multiplier for ACDC diagonals A and D (default: the paper's x24 / x12; 1 disables)")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="not applied to ACDC diagonals")
-    p.add_argument("--clip", type=float, default=d.clip, help="gradient-norm clip (0: none)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--val-every", type=int, default=None, help=f"steps (default {FULL['val_every']})")
-    p.add_argument("--checkpoint-every", type=int, default=None,
-                   help=f"steps (default {FULL['checkpoint_every']})")
-    p.add_argument("--keep", type=int, default=d.keep, help="checkpoints kept (>= 2 keeps the previous good one)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest readable checkpoint in --out")
-    p.add_argument("--sample", type=int, default=None, help=f"characters to generate at the end "
-                                                            f"(default {FULL['sample']})")
-    p.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature")
-    p.add_argument("--compare", action="store_true",
-                   help="train dense and acdc at equal hidden size and at equal parameter count")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (under torchrun: cuda:LOCAL_RANK)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--fast", action="store_true", help="tiny model and text for smoke tests")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--out", default=None, help="run folder (default runs/charlm-<time>)")
-
-
-def config_from_args(args: argparse.Namespace) -> CharLMConfig:
-    """Explicit flags win; otherwise the --fast or full-mode defaults."""
-    preset = FAST if args.fast else FULL
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(CharLMConfig) if hasattr(args, f.name)}
-    values = {k: (preset[k] if v is None and k in preset else v) for k, v in values.items()}
-    values["data"] = args.data or BUILTIN_CORPUS
-    return CharLMConfig(**values)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = config_from_args(args)
-    with distributed(args.device) as ctx:
-        out = make_run_dir(args.out, "charlm") if ctx.is_main else None
-        out = Path(ctx.broadcast_object(str(out) if out else None))
-        progress = not args.no_progress
-        if args.compare:
-            if args.params:
-                raise SystemExit("--compare sizes the models itself; drop --params")
-            results = compare_charlm(cfg, out, ctx, args.resume, progress)
-        else:
-            if args.params:
-                vocab = len(load_corpus(cfg.data, cfg.val_fraction, cfg.max_chars).vocab)
-                cfg = dataclasses.replace(cfg, hidden=hidden_for_params(args.params, **_model_kwargs(cfg, vocab)))
-            results = [train_charlm(cfg, out, ctx, args.resume, progress, f"{cfg.model}-h{cfg.hidden}")]
-        if ctx.is_main:
-            if args.compare:
-                write_json(out / "results.json", {"runs": results})
-                plot_curves(results, out / "curves.png")
-            for r in results:
-                if r.get("sample"):
-                    print(f"--- sample from {r['label']} (temperature {cfg.temperature}) ---\n{r['sample']}\n---")
-            print(f"{ctx.world_size} process(es), torch {torch.__version__}, {torch.get_num_threads()} threads, "
-                  f"text {cfg.data}: {results[0]['train_chars']} train / {results[0]['val_chars']} val chars")
-            print(format_table(summary_rows(results)))
-            print(f"results: {out / 'results.json'}")
-    return 0

@@ -23,7 +23,6 @@ import argparse
 import hashlib
 import statistics
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -31,15 +30,13 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from ..cost import model_cost
 from ..layers import StackedACDC
 from ..recipe import param_groups
-from ..training import CheckpointError, CheckpointManager, DistContext, ShardedBatches, TrainState, distributed
-from .common import format_table, make_run_dir, new_figure, save_figure, seed_everything, write_json
-from .digits_data import load_mnist, load_sklearn_digits
+from ..training import CheckpointError, CheckpointManager, DistContext, ShardedBatches, TrainState
+from .common import new_figure, save_figure
 
 __all__ = ["Truncate", "build_dense_mlp", "build_acdc_only", "build_acdc_head", "build_model", "MODELS",
-           "TrainResult", "train_classifier", "evaluate", "add_arguments", "run"]
+           "TrainResult", "train_classifier", "evaluate", "mean_std", "plot_accuracy"]
 
 MODELS = ("dense", "acdc-only", "acdc-head")
 
@@ -221,44 +218,12 @@ def train_classifier(model: nn.Module, train_data: TensorDataset, test_data: Ten
     return TrainResult(run.history, run.resumed_from)
 
 
-# ------------------------------------------------------------------------------------------------ the command
-
-FAST = {"epochs": 5, "seeds": 1, "depth": 4}
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", default=None, help="folder with MNIST IDX files (default: sklearn digits)")
-    p.add_argument("--limit-train", type=int, default=None, help="MNIST: use the first N training images")
-    p.add_argument("--limit-test", type=int, default=None, help="MNIST: use the first N test images")
-    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--lr-mult", type=float, default=None,
-                   help="learning-rate multiplier for both ACDC diagonals (default: the paper's x24 A, x12 D)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="for dense weights and biases only")
-    p.add_argument("--depth", type=int, default=16, help="ACDC layers in the structured models")
-    p.add_argument("--width", type=int, default=None, help="ACDC width (input zero-padded; default: input size)")
-    p.add_argument("--activation", default="relu", help="between ACDC layers: relu, tanh, ... or none")
-    p.add_argument("--hidden", type=int, default=64, help="hidden units of the dense MLP")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--checkpoint-every", type=int, default=100,
-                   help="optimizer steps between checkpoints of each (model, seed) run (the last step always)")
-    p.add_argument("--keep", type=int, default=2, help="checkpoints kept per run (>= 2 keeps the previous good one)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue every run from its newest readable checkpoint in --out/checkpoints")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (under torchrun: cuda:LOCAL_RANK)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--fast", action="store_true", help=f"quick smoke run: {FAST}")
-    p.add_argument("--out", default=None, help="run folder (default runs/classify-<time>)")
-    p.add_argument("--no-progress", action="store_true")
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
+# ------------------------------------------------------------------------------------------------ reporting
+def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.pstdev(values) if len(values) > 1 else 0.0)
 
 
-def _plot(curves: dict[str, list[list[float]]], path) -> None:
+def plot_accuracy(curves: dict[str, list[list[float]]], path) -> None:
     fig, ax = new_figure(figsize=(6, 4))
     for name, runs in curves.items():
         epochs = range(1, len(runs[0]) + 1)
@@ -269,55 +234,3 @@ def _plot(curves: dict[str, list[list[float]]], path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     save_figure(fig, path)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.fast:
-        for key, value in FAST.items():
-            setattr(args, key, value)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    data = (load_mnist(args.data_dir, args.limit_train, args.limit_test) if args.data_dir
-            else load_sklearn_digits(seed=0))
-    mult = None if args.lr_mult is None else {"A": args.lr_mult, "D": args.lr_mult}
-    with distributed(args.device) as ctx:
-        out = make_run_dir(args.out, "classify") if ctx.is_main else None
-        out = Path(ctx.broadcast_object(str(out) if out else None))
-        if ctx.is_main:
-            print(data.describe())
-        rows, curves, runs, resumed = [], {}, {}, {}
-        for name in args.models:
-            accs = []
-            for seed in range(args.seeds):
-                seed_everything(seed)  # the same initial model on every rank
-                model = build_model(name, data.in_features, data.num_classes, args)
-                label = f"{name}-seed{seed}"
-                res = train_classifier(model, data.train, data.test, epochs=args.epochs, batch_size=args.batch_size,
-                                       lr=args.lr, weight_decay=args.weight_decay, lr_multipliers=mult, seed=seed,
-                                       progress=not args.no_progress, desc=f"{name} seed {seed}", ctx=ctx,
-                                       checkpoints=CheckpointManager(out / "checkpoints" / label, keep=args.keep),
-                                       checkpoint_every=args.checkpoint_every, resume=args.resume)
-                accs.append(res.test_accuracy)
-                curves.setdefault(name, []).append([h["test_accuracy"] for h in res.history])
-                runs.setdefault(name, []).append(res.history)
-                resumed[label] = res.resumed_from_step
-            cost = model_cost(model, (1, data.in_features)).total
-            mean, std = _mean_std(accs)
-            rows.append({"model": name, "test_accuracy": mean, "test_accuracy_std": std, "accuracies": accs,
-                         "params": cost.params, "mult_adds": cost.mult_adds, "flops": cost.flops,
-                         "architecture": repr(model)})
-        if not ctx.is_main:
-            return 0
-        _plot(curves, out / "accuracy.png")
-        config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-        write_json(out / "results.json", {"experiment": "classify", "dataset": data.name, "config": config,
-                                          "train_size": len(data.train), "test_size": len(data.test),
-                                          "cost_units": "per example; mult_adds = real multiply-adds, flops = 2 x",
-                                          "world_size": ctx.world_size, "resumed_from_step": resumed,
-                                          "rows": rows, "histories": runs})
-        table = [{"model": r["model"], "test accuracy": f"{r['test_accuracy']:.4f} ± {r['test_accuracy_std']:.4f}",
-                  "params": r["params"], "mult-adds": int(r["mult_adds"]), "FLOPs": int(r["flops"])} for r in rows]
-        print(f"{ctx.world_size} process(es), {torch.get_num_threads()} thread(s)")
-        print(format_table(table))
-        print(f"results: {out / 'results.json'}, plot: {out / 'accuracy.png'}")
-    return 0

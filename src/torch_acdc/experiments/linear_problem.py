@@ -11,19 +11,17 @@ MSE of the best constant predictor (each output's mean) as the baseline a useful
 """
 from __future__ import annotations
 
-import argparse
 import math
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..fit import minimise
 from ..layers import StackedACDC
 from ..recipe import param_groups
-from .common import format_table, make_run_dir, new_figure, save_figure, write_json
+from .common import new_figure, save_figure
 
-__all__ = ["make_problem", "train_stack", "add_arguments", "run", "THRESHOLD"]
+__all__ = ["make_problem", "train_stack", "plot_losses", "THRESHOLD", "PERMUTATIONS", "FAST"]
 
 THRESHOLD = 0.02
 PERMUTATIONS = {"random": "random", "riffle": "riffle", "none": None}
@@ -61,24 +59,7 @@ def train_stack(x: torch.Tensor, y: torch.Tensor, depth: int, permutation, *, bi
             "params": sum(p.numel() for p in stack.parameters())}
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--n", type=int, default=32)
-    p.add_argument("--samples", type=int, default=10000)
-    p.add_argument("--target", choices=("linear-init", "gaussian"), default="linear-init")
-    p.add_argument("--depths", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
-    p.add_argument("--permutations", nargs="+", choices=list(PERMUTATIONS), default=list(PERMUTATIONS))
-    p.add_argument("--steps", type=int, default=1000, help="full-batch Adam iterations")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--lr-mult", type=float, default=None,
-                   help="learning-rate multiplier for both diagonals (default: the paper's x24 A, x12 D)")
-    p.add_argument("--no-bias", action="store_true", help="bias-free stacks (as in the research log)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fast", action="store_true", help=f"quick smoke run: {FAST}")
-    p.add_argument("--out", default=None, help="run folder (default runs/linear-problem-<time>)")
-    p.add_argument("--no-progress", action="store_true")
-
-
-def _plot(rows: list[dict], baseline: float, path) -> None:
+def plot_losses(rows: list[dict], baseline: float, path) -> None:
     fig, ax = new_figure(figsize=(7, 4.5))
     styles = {"random": "-", "riffle": "--", "none": ":"}
     colors = {d: f"C{i}" for i, d in enumerate(sorted({r["depth"] for r in rows}))}
@@ -93,31 +74,3 @@ def _plot(rows: list[dict], baseline: float, path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
     save_figure(fig, path)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.fast:
-        for key, value in FAST.items():
-            setattr(args, key, value)
-    x, y = make_problem(args.n, args.samples, args.target, args.seed)
-    mult = None if args.lr_mult is None else {"A": args.lr_mult, "D": args.lr_mult}
-    out = make_run_dir(args.out, "linear-problem")
-    jobs = [(perm, depth) for perm in args.permutations for depth in args.depths]
-    rows = []
-    for perm, depth in tqdm(jobs, desc="linear-problem", disable=args.no_progress):
-        res = train_stack(x, y, depth, PERMUTATIONS[perm], bias=not args.no_bias, steps=args.steps, lr=args.lr,
-                          lr_multipliers=mult, seed=args.seed, progress=not args.no_progress)
-        rows.append({"permutation": perm, "depth": depth, **res})
-    baseline = y.var(0, correction=0).mean().item()  # MSE of predicting each output's mean
-    _plot(rows, baseline, out / "loss_curves.png")
-    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    write_json(out / "results.json", {"experiment": "linear-problem", "threshold": THRESHOLD, "config": config,
-                                      "constant_predictor_mse": baseline, "rows": rows})
-    table = [{"permutation": r["permutation"], "depth": r["depth"], "params": r["params"],
-              "initial loss": r["history"][0], "final loss": r["final_loss"],
-              f"first iter <= {THRESHOLD}": "-" if r["hit"] is None else r["hit"]} for r in rows]
-    print(f"y = W x + b, n = {args.n}, {args.samples} pairs, target {args.target}, {args.steps} Adam iterations; "
-          f"MSE of the best constant predictor: {baseline:.4g}")
-    print(format_table(table))
-    print(f"results: {out / 'results.json'}, plot: {out / 'loss_curves.png'}")
-    return 0

@@ -5,11 +5,10 @@ update. Both models are timed at every size in the same process, interleaved (me
 The dense LSTM is skipped (and the reason recorded) once its estimated memory exceeds ``--max-memory-gb`` or
 its time per step, extrapolated from the previous size as ~H^2, exceeds ``--max-step-seconds``. The crossover
 is the hidden size where the time ratio dense / ACDC passes 1, interpolated log-log between measured sizes.
-Writes results.json and lstm_scaling.png into the run folder and prints a Markdown table.
+The ``acdc lstm-bench`` command (torch_acdc.cli.lstm_bench) writes results.json and lstm_scaling.png.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import time
 
@@ -17,9 +16,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .bench import median_ms
-from .experiments.common import format_table, make_run_dir, new_figure, save_figure, seed_everything, write_json
-from .recurrent import ACDCLSTM, acdc_lstm_parameter_count
+from ..bench import median_ms
+from ..recurrent import ACDCLSTM, acdc_lstm_parameter_count
+from .common import new_figure, save_figure
 
 FULL_SIZES = [256, 512, 1024, 2048, 4096, 8192, 16384]
 FAST = {"sizes": [16, 32], "steps": 3, "batch": 2, "repeats": 1}
@@ -133,49 +132,3 @@ def plot(rows: list[dict], cross: float | None, path, args) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     save_figure(fig, path)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sizes", type=int, nargs="+", default=FULL_SIZES, help="hidden sizes")
-    p.add_argument("--steps", type=int, default=16, help="sequence length T")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--input-size", type=int, default=None, help="input size I (default: = hidden size)")
-    p.add_argument("--depth", type=int, default=2, help="ACDC layers per gate transform")
-    p.add_argument("--permutation", default="random", choices=["random", "riffle", "none"])
-    p.add_argument("--repeats", type=int, default=5, help="timed steps per model and size (at most)")
-    p.add_argument("--time-budget", type=float, default=20.0, help="seconds of timed steps per model and size")
-    p.add_argument("--max-memory-gb", type=float, default=10.0, help="skip dense above this estimated memory")
-    p.add_argument("--max-step-seconds", type=float, default=120.0,
-                   help="skip dense when its extrapolated step time exceeds this")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fast", action="store_true", help=f"smoke test: {FAST}")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--out", default=None, help="run folder (default runs/lstm-bench-<time>)")
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.fast:
-        for key, value in FAST.items():
-            setattr(args, key, value)
-    if args.permutation == "none":
-        args.permutation = None
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    seed_everything(args.seed)
-    rows = measure(args)
-    cross = crossover(rows)
-    out = make_run_dir(args.out, "lstm-bench")
-    plot(rows, cross, out / "lstm_scaling.png", args)
-    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    summary = verdict(rows, cross)
-    write_json(out / "results.json", {"config": config, "rows": rows, "crossover_hidden": cross,
-                                      "verdict": summary, "threads": torch.get_num_threads(),
-                                      "torch": torch.__version__})
-    columns = ["hidden", "input_size", "dense_ms", "acdc_ms", "speedup", "dense_params", "acdc_params", "note"]
-    print(f"time per training step (ms, median), T={args.steps}, B={args.batch}, depth={args.depth}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(format_table(rows, columns, floatfmt=".1f"))
-    print(summary)
-    print(f"results: {out / 'results.json'}, plot: {out / 'lstm_scaling.png'}")
-    return 0

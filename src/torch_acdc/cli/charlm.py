@@ -1,0 +1,100 @@
+"""Character-level LSTM language model: dense nn.LSTM vs ACDCLSTM, validation bits per character."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from ..experiments import charlm as lib
+from ..experiments.common import format_table, make_run_dir, write_json
+from ..training import distributed
+from .common import fraction, nonnegative_float, nonnegative_int, positive_float, positive_int
+
+DESCRIPTION = lib.__doc__
+FAST = {"hidden": 32, "embed": 16, "batch": 8, "bptt": 32, "steps": 40, "val_every": 20,
+        "checkpoint_every": 20, "max_chars": 30000, "sample": 80}
+FULL = {name: getattr(lib.CharLMConfig, name) for name in FAST}  # full mode: the CharLMConfig defaults
+FAST_HELP = f"tiny model and text for smoke tests: {FAST} (explicit flags win)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = lib.CharLMConfig()
+    p.add_argument("--data", default=None, help="UTF-8 text file (default: Python's bundled pydoc topics text)")
+    p.add_argument("--max-chars", type=positive_int, default=None, help="use only the first N characters")
+    p.add_argument("--val-fraction", type=fraction, default=d.val_fraction, help="held-out tail of the text")
+    p.add_argument("--model", choices=lib.MODELS, default=d.model)
+    p.add_argument("--hidden", type=positive_int, default=None, help=f"LSTM hidden size (default {FULL['hidden']})")
+    p.add_argument("--params", type=positive_int, default=None,
+                   help="pick the hidden size whose total parameter count is closest to N (overrides --hidden)")
+    p.add_argument("--embed", type=positive_int, default=None, help=f"embedding size (default {FULL['embed']})")
+    p.add_argument("--layers", type=positive_int, default=d.layers)
+    p.add_argument("--depth", type=positive_int, default=d.depth, help="ACDC layers per gate transform (--model acdc)")
+    p.add_argument("--permutation", default=d.permutation, type=lambda s: None if s == "none" else s,
+                   help="between ACDC layers: random | riffle | none")
+    p.add_argument("--dropout", type=nonnegative_float, default=d.dropout, help="between LSTM layers")
+    p.add_argument("--batch", type=positive_int, default=None,
+                   help=f"parallel streams, global over all processes (default {FULL['batch']})")
+    p.add_argument("--bptt", type=positive_int, default=None, help=f"characters per step (default {FULL['bptt']})")
+    p.add_argument("--steps", type=positive_int, default=None, help=f"optimizer steps (default {FULL['steps']})")
+    p.add_argument("--lr", type=positive_float, default=d.lr, help="Adam learning rate")
+    p.add_argument("--lr-mult", type=positive_float, default=None,
+                   help="lr multiplier for ACDC diagonals A and D (default: the paper's x24 / x12; 1 disables)")
+    p.add_argument("--weight-decay", type=nonnegative_float, default=d.weight_decay,
+                   help="not applied to ACDC diagonals")
+    p.add_argument("--clip", type=nonnegative_float, default=d.clip, help="gradient-norm clip (0: none)")
+    p.add_argument("--val-every", type=positive_int, default=None, help=f"steps (default {FULL['val_every']})")
+    p.add_argument("--checkpoint-every", type=positive_int, default=None,
+                   help=f"steps (default {FULL['checkpoint_every']})")
+    p.add_argument("--keep", type=positive_int, default=d.keep,
+                   help="checkpoints kept (>= 2 keeps the previous good one)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest readable checkpoint in --out")
+    p.add_argument("--sample", type=nonnegative_int, default=None, help=f"characters to generate at the end "
+                                                                        f"(default {FULL['sample']})")
+    p.add_argument("--temperature", type=positive_float, default=d.temperature, help="sampling temperature")
+    p.add_argument("--compare", action="store_true",
+                   help="train dense and acdc at equal hidden size and at equal parameter count")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (under torchrun: cuda:LOCAL_RANK)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
+
+
+def config_from_args(args: argparse.Namespace) -> lib.CharLMConfig:
+    """Explicit flags win; otherwise the --fast or full-mode defaults."""
+    preset = FAST if args.fast else FULL
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(lib.CharLMConfig) if hasattr(args, f.name)}
+    values = {k: (preset[k] if v is None and k in preset else v) for k, v in values.items()}
+    values["data"] = args.data or lib.BUILTIN_CORPUS
+    return lib.CharLMConfig(**values)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = config_from_args(args)
+    with distributed(args.device) as ctx:
+        out = make_run_dir(args.out, "charlm") if ctx.is_main else None
+        out = Path(ctx.broadcast_object(str(out) if out else None))
+        progress = not args.no_progress
+        if args.compare:
+            if args.params:
+                raise SystemExit("--compare sizes the models itself; drop --params")
+            results = lib.compare_charlm(cfg, out, ctx, args.resume, progress)
+        else:
+            if args.params:
+                vocab = len(lib.load_corpus(cfg.data, cfg.val_fraction, cfg.max_chars).vocab)
+                cfg = dataclasses.replace(
+                    cfg, hidden=lib.hidden_for_params(args.params, **lib._model_kwargs(cfg, vocab)))
+            results = [lib.train_charlm(cfg, out, ctx, args.resume, progress, f"{cfg.model}-h{cfg.hidden}")]
+        if ctx.is_main:
+            if args.compare:
+                write_json(out / "results.json", {"runs": results})
+                lib.plot_curves(results, out / "curves.png")
+            for r in results:
+                if r.get("sample"):
+                    print(f"--- sample from {r['label']} (temperature {cfg.temperature}) ---\n{r['sample']}\n---")
+            print(f"{ctx.world_size} process(es), torch {torch.__version__}, {torch.get_num_threads()} threads, "
+                  f"text {cfg.data}: {results[0]['train_chars']} train / {results[0]['val_chars']} val chars")
+            print(format_table(lib.summary_rows(results)))
+            print(f"results: {out / 'results.json'}")
+    return 0

@@ -1,0 +1,98 @@
+"""Classify handwritten digits: a dense MLP, an ACDC-only network and an ACDC stack + small dense head."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from ..cost import model_cost
+from ..experiments import classify as lib
+from ..experiments.common import format_table, make_run_dir, seed_everything, write_json
+from ..experiments.digits_data import load_mnist, load_sklearn_digits
+from ..training import CheckpointManager, distributed
+from .common import nonnegative_float, positive_float, positive_int
+
+DESCRIPTION = lib.__doc__
+FAST = {"epochs": 5, "seeds": 1, "depth": 4}
+FAST_HELP = f"quick smoke run: {FAST}"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None, help="folder with MNIST IDX files (default: sklearn digits)")
+    p.add_argument("--limit-train", type=positive_int, default=None, help="MNIST: use the first N training images")
+    p.add_argument("--limit-test", type=positive_int, default=None, help="MNIST: use the first N test images")
+    p.add_argument("--models", nargs="+", choices=lib.MODELS, default=list(lib.MODELS))
+    p.add_argument("--epochs", type=positive_int, default=40)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--lr-mult", type=positive_float, default=None,
+                   help="learning-rate multiplier for both ACDC diagonals (default: the paper's x24 A, x12 D)")
+    p.add_argument("--weight-decay", type=nonnegative_float, default=0.0, help="for dense weights and biases only")
+    p.add_argument("--depth", type=positive_int, default=16, help="ACDC layers in the structured models")
+    p.add_argument("--width", type=positive_int, default=None,
+                   help="ACDC width (input zero-padded; default: input size)")
+    p.add_argument("--activation", default="relu", help="between ACDC layers: relu, tanh, ... or none")
+    p.add_argument("--hidden", type=positive_int, default=64, help="hidden units of the dense MLP")
+    p.add_argument("--seeds", type=positive_int, default=3, help="seeds --seed .. --seed + N - 1")
+    p.add_argument("--checkpoint-every", type=positive_int, default=100,
+                   help="optimizer steps between checkpoints of each (model, seed) run (the last step always)")
+    p.add_argument("--keep", type=positive_int, default=2,
+                   help="checkpoints kept per run (>= 2 keeps the previous good one)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue every run from its newest readable checkpoint in --out/checkpoints")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (under torchrun: cuda:LOCAL_RANK)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.fast:
+        for key, value in FAST.items():
+            setattr(args, key, value)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = (load_mnist(args.data_dir, args.limit_train, args.limit_test) if args.data_dir
+            else load_sklearn_digits(seed=0))
+    mult = None if args.lr_mult is None else {"A": args.lr_mult, "D": args.lr_mult}
+    with distributed(args.device) as ctx:
+        out = make_run_dir(args.out, "classify") if ctx.is_main else None
+        out = Path(ctx.broadcast_object(str(out) if out else None))
+        if ctx.is_main:
+            print(data.describe())
+        rows, curves, runs, resumed = [], {}, {}, {}
+        for name in args.models:
+            accs = []
+            for seed in range(args.seed, args.seed + args.seeds):
+                seed_everything(seed)  # the same initial model on every rank
+                model = lib.build_model(name, data.in_features, data.num_classes, args)
+                label = f"{name}-seed{seed}"
+                res = lib.train_classifier(
+                    model, data.train, data.test, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                    weight_decay=args.weight_decay, lr_multipliers=mult, seed=seed, progress=not args.no_progress,
+                    desc=f"{name} seed {seed}", ctx=ctx,
+                    checkpoints=CheckpointManager(out / "checkpoints" / label, keep=args.keep),
+                    checkpoint_every=args.checkpoint_every, resume=args.resume)
+                accs.append(res.test_accuracy)
+                curves.setdefault(name, []).append([h["test_accuracy"] for h in res.history])
+                runs.setdefault(name, []).append(res.history)
+                resumed[label] = res.resumed_from_step
+            cost = model_cost(model, (1, data.in_features)).total
+            mean, std = lib.mean_std(accs)
+            rows.append({"model": name, "test_accuracy": mean, "test_accuracy_std": std, "accuracies": accs,
+                         "params": cost.params, "mult_adds": cost.mult_adds, "flops": cost.flops,
+                         "architecture": repr(model)})
+        if not ctx.is_main:
+            return 0
+        lib.plot_accuracy(curves, out / "accuracy.png")
+        config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+        write_json(out / "results.json", {"experiment": "classify", "dataset": data.name, "config": config,
+                                          "train_size": len(data.train), "test_size": len(data.test),
+                                          "cost_units": "per example; mult_adds = real multiply-adds, flops = 2 x",
+                                          "world_size": ctx.world_size, "resumed_from_step": resumed,
+                                          "rows": rows, "histories": runs})
+        table = [{"model": r["model"], "test accuracy": f"{r['test_accuracy']:.4f} ± {r['test_accuracy_std']:.4f}",
+                  "params": r["params"], "mult-adds": int(r["mult_adds"]), "FLOPs": int(r["flops"])} for r in rows]
+        print(f"{ctx.world_size} process(es), {torch.get_num_threads()} thread(s)")
+        print(format_table(table))
+        print(f"results: {out / 'results.json'}, plot: {out / 'accuracy.png'}")
+    return 0
