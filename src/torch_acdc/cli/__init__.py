@@ -26,6 +26,7 @@ COMMANDS = {
     "cost": "torch_acdc.cli.cost",
     "charlm": "torch_acdc.cli.charlm",
     "lstm-bench": "torch_acdc.cli.lstm_bench",
+    "compress": "torch_acdc.cli.compress",
 }
 
 __all__ = ["COMMANDS", "build_parser", "main"]

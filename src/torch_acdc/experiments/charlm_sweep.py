@@ -19,8 +19,24 @@ import torch
 
 from .charlm import CharLMConfig, train_charlm
 from .common import format_table, new_figure, save_figure, write_json
+from .stdlib_corpus import STDLIB_CORPUS
 
-__all__ = ["sweep_configs", "run_sweep", "sweep_rows", "equal_steps", "overtakes", "plot_sweep"]
+__all__ = ["SWEEP_FULL", "SWEEP_FAST", "sweep_base", "sweep_configs", "run_sweep", "sweep_rows", "equal_steps", "overtakes", "plot_sweep"]
+
+
+# Presets (explicit flags win). val_every is effectively "never": validation is at powers of two and the end.
+SWEEP_FULL = {"data": STDLIB_CORPUS, "batch": 16, "bptt": 32, "steps": 100000, "embed": 32, "time_budget": 180.0,
+              "val_max_chars": 4096, "val_every": 10**9, "checkpoint_every": 25, "sample": 0,
+              "acdc_hidden": [512, 2048, 4096, 8192], "dense_hidden": [256, 512, 1024, 2048]}
+SWEEP_FAST = {**SWEEP_FULL, "max_chars": 40000, "batch": 4, "bptt": 16, "embed": 16, "time_budget": 3.0,
+              "val_max_chars": 512, "checkpoint_every": 20, "acdc_hidden": [64, 256], "dense_hidden": [32]}
+
+
+def sweep_base(preset: dict, **overrides) -> tuple[CharLMConfig, list[int], list[int]]:
+    """(base config, ACDC sizes, dense sizes) from a preset; ``overrides`` that are not None win."""
+    values = {**preset, **{k: v for k, v in overrides.items() if v is not None}}
+    acdc, dense = values.pop("acdc_hidden"), values.pop("dense_hidden")
+    return CharLMConfig(**values), list(acdc), list(dense)
 
 
 def sweep_configs(base: CharLMConfig, acdc_hidden: list[int], dense_hidden: list[int]) -> list[CharLMConfig]:

@@ -43,16 +43,16 @@ class CompressConfig:
 
     blocks: list[int] | None = None
     depths: list[int] = field(default_factory=lambda: [1, 4])
-    train: int = 512
-    eval: int = 512
+    train: int = 256
+    eval: int = 256
     max_length: int = 64
     batch: int = 16
-    fit_rows: int = 4096
-    fit_steps: int = 30
-    distil_steps: int = 150
+    fit_rows: int = 2048
+    fit_steps: int = 20
+    distil_steps: int = 100
     lr: float = 5e-4
     time_batch: int = 32
-    time_repeats: int = 5
+    time_repeats: int = 3
     seed: int = 0
 
 
