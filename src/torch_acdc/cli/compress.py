@@ -45,7 +45,7 @@ def config_from_args(args: argparse.Namespace) -> lib.CompressConfig:
             values[f.name] = given
         elif f.name in preset:
             values[f.name] = preset[f.name]
-    return lib.CompressConfig(**values, seed=args.seed)
+    return lib.CompressConfig(**values)
 
 
 def run(args: argparse.Namespace) -> int:
