@@ -30,6 +30,7 @@ COMMANDS = {
     "charlm": "torch_acdc.cli.charlm",
     "lstm-bench": "torch_acdc.cli.lstm_bench",
     "autodiff": "torch_acdc.cli.autodiff",
+    "compress": "torch_acdc.cli.compress",
 }
 
 __all__ = ["COMMANDS", "Parser", "build_parser", "main", "version"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..experiments import charlm as lib
+from ..experiments import charlm_sweep as sweep
 from ..experiments.common import format_table, make_run_dir, run_title, write_json
 from ..training import distributed
 from .common import (
@@ -64,6 +65,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train dense and acdc at equal hidden size and at equal parameter count")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (under torchrun: cuda:LOCAL_RANK)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
+    g = p.add_argument_group("--sweep: dense and ACDC over hidden sizes at an equal wall-clock budget")
+    g.add_argument("--sweep", action="store_true",
+                   help=f"run the scaling sweep (defaults: {sweep.SWEEP_FULL}; with --fast {sweep.SWEEP_FAST})")
+    g.add_argument("--acdc-hidden", type=positive_int, nargs="+", default=None, help="ACDC hidden sizes")
+    g.add_argument("--dense-hidden", type=positive_int, nargs="+", default=None, help="dense hidden sizes")
+    g.add_argument("--time-budget", type=positive_float, default=None, help="training seconds per model")
+    g.add_argument("--val-max-chars", type=positive_int, default=None, help="validate on the first N held-out chars")
 
 
 def config_from_args(args: argparse.Namespace) -> lib.CharLMConfig:
@@ -76,6 +84,8 @@ def config_from_args(args: argparse.Namespace) -> lib.CharLMConfig:
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.sweep:
+        return run_sweep(args)
     cfg = config_from_args(args)
     with distributed(args.device) as ctx:
         out = make_run_dir(args.out, "charlm", args.resume, args.overwrite) if ctx.is_main else None
@@ -107,4 +117,26 @@ def run(args: argparse.Namespace) -> int:
                   f"text {cfg.data}: {results[0]['train_chars']} train / {results[0]['val_chars']} val chars")
             print(format_table(lib.summary_rows(results)))
             print(f"results: {out / 'results.json'}")
+    return 0
+
+
+SWEEP_FLAGS = ("data", "max_chars", "val_fraction", "embed", "depth", "batch", "bptt", "steps", "lr", "seed",
+               "checkpoint_every", "time_budget", "val_max_chars", "acdc_hidden", "dense_hidden")
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """``acdc charlm --sweep``: every model of the sweep in its own process, then the table and figure."""
+    given = {k: getattr(args, k) for k in SWEEP_FLAGS}
+    given["seed"] = args.seed or None
+    for k in ("val_fraction", "depth", "lr"):  # these flags have non-None defaults: keep only explicit changes
+        if given[k] == getattr(lib.CharLMConfig, k):
+            given[k] = None
+    base, acdc, dense = sweep.sweep_base(sweep.SWEEP_FAST if args.fast else sweep.SWEEP_FULL, **given)
+    out = make_run_dir(args.out, "charlm-sweep", resume=True)  # a sweep continues the runs already in --out
+    results = sweep.run_sweep(sweep.sweep_configs(base, acdc, dense), out, args.threads, not args.no_progress)
+    title = (f"char LSTM on {base.data} (last {base.val_fraction:.0%} held out, first {base.val_max_chars} chars "
+             f"validated), {base.time_budget:g} s training per model, batch {base.batch} x bptt {base.bptt}, "
+             f"seed {base.seed}, threads {args.threads or torch.get_num_threads()}{', --fast' if args.fast else ''}")
+    print(sweep.summarise(results, out, title))
+    print(f"results: {out / 'results.json'}")
     return 0

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from ..recipe import param_groups
 from ..training import CheckpointError, CheckpointManager, DistContext, StreamBatches, TrainState
 from .common import integer_axis, line_style, new_figure, save_figure, seed_everything, set_title, write_json
+from .stdlib_corpus import STDLIB_CORPUS, read_stdlib_text
 
 __all__ = ["CharLM", "CharLMConfig", "Corpus", "read_text", "encode", "load_corpus", "count_parameters",
            "hidden_for_params", "evaluate_bpc", "sample_text", "train_charlm", "compare_charlm"]
@@ -63,6 +64,8 @@ def encode(text: str, vocab: str) -> torch.Tensor:
 
 def read_text(data: str | None) -> str:
     """The UTF-8 text of file ``data``, or Python's bundled documentation text when ``data`` is None."""
+    if data == STDLIB_CORPUS:
+        return read_stdlib_text()
     if data is None or data == BUILTIN_CORPUS:
         try:
             from pydoc_data.topics import topics
@@ -78,8 +81,10 @@ def read_text(data: str | None) -> str:
         raise ValueError(f"--data {data} cannot be read ({e.strerror or e})") from None
 
 
-def load_corpus(data: str | None, val_fraction: float, max_chars: int | None = None) -> Corpus:
-    """Read, truncate to ``max_chars``, and split off the last ``val_fraction`` of the text for validation."""
+def load_corpus(data: str | None, val_fraction: float, max_chars: int | None = None,
+                val_max_chars: int | None = None) -> Corpus:
+    """Read, truncate to ``max_chars``, and split off the last ``val_fraction`` of the text for validation
+    (of which only the first ``val_max_chars`` characters are kept, if given)."""
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     text = read_text(data)
@@ -88,7 +93,8 @@ def load_corpus(data: str | None, val_fraction: float, max_chars: int | None = N
     vocab = "".join(sorted(set(text)))
     tokens = encode(text, vocab)
     cut = int(round(len(tokens) * (1 - val_fraction)))
-    return Corpus(vocab, tokens[:cut], tokens[cut:], hashlib.sha256(text.encode()).hexdigest())
+    val = tokens[cut:] if val_max_chars is None else tokens[cut:cut + val_max_chars]
+    return Corpus(vocab, tokens[:cut], val, hashlib.sha256(text.encode()).hexdigest())
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -222,13 +228,16 @@ class CharLMConfig:
     clip: float = 1.0
     seed: int = 0
     val_every: int = 50
+    val_pow2: bool = False  # also validate after steps 1, 2, 4, 8, ... (comparisons at equal steps)
+    val_max_chars: int | None = None  # validate on the first N held-out characters only
+    time_budget: float | None = None  # stop once this many seconds of training steps have run
     checkpoint_every: int = 50
     keep: int = 2
     sample: int = 300
     temperature: float = 0.8
 
 
-RESUME_MUST_MATCH = ("data", "max_chars", "val_fraction", "model", "hidden", "embed", "layers", "depth",
+RESUME_MUST_MATCH = ("data", "max_chars", "val_fraction", "val_max_chars", "model", "hidden", "embed", "layers", "depth",
                      "permutation", "dropout", "batch", "bptt", "lr", "lr_mult", "weight_decay", "clip", "seed")
 
 
@@ -256,7 +265,7 @@ class _Progress:
     step: int = 0
     hidden: tuple | None = None  # this rank's carried (h, c)
     history: dict = dataclasses.field(
-        default_factory=lambda: {"step": [], "train_bpc": [], "val_step": [], "val_bpc": []})
+        default_factory=lambda: {"step": [], "train_bpc": [], "val_step": [], "val_bpc": [], "val_seconds": []})
     train_seconds: float = 0.0
     resumed_from: int | None = None
 
@@ -287,7 +296,7 @@ def train_charlm(cfg: CharLMConfig, run_dir: str | Path, ctx: DistContext | None
     (identical on every rank); rank 0 also writes ``run_dir/results.json`` and ``run_dir/curves.png``."""
     ctx = ctx or DistContext()
     run_dir = Path(run_dir)
-    corpus = load_corpus(cfg.data, cfg.val_fraction, cfg.max_chars)
+    corpus = load_corpus(cfg.data, cfg.val_fraction, cfg.max_chars, cfg.val_max_chars)
     train = StreamBatches(corpus.train, cfg.batch, cfg.bptt, cfg.seed, ctx.rank, ctx.world_size)
     val = StreamBatches(corpus.val, cfg.batch, cfg.bptt, cfg.seed, ctx.rank, ctx.world_size, shuffle=False)
 
@@ -315,6 +324,8 @@ def train_charlm(cfg: CharLMConfig, run_dir: str | Path, ctx: DistContext | None
     bar = tqdm(range(run.step, cfg.steps), initial=run.step, total=cfg.steps, desc=label, unit="step",
                disable=not (progress and ctx.is_main), dynamic_ncols=True)
     for step in bar:
+        if cfg.time_budget is not None and run.train_seconds >= cfg.time_budget:
+            break  # resumed after the budget was spent
         tic = time.perf_counter()
         chunk = train.batch(step)
         net.train()
@@ -330,12 +341,17 @@ def train_charlm(cfg: CharLMConfig, run_dir: str | Path, ctx: DistContext | None
         run.step = step + 1
         history["step"].append(run.step)
         history["train_bpc"].append(ctx.all_reduce_sum(loss.detach()).item() / ctx.world_size / LN2)
-        if run.step % cfg.val_every == 0 or run.step == cfg.steps:
+        out_of_time = cfg.time_budget is not None and run.train_seconds >= cfg.time_budget
+        last = run.step == cfg.steps or out_of_time
+        if run.step % cfg.val_every == 0 or last or (cfg.val_pow2 and run.step & (run.step - 1) == 0):
             history["val_step"].append(run.step)
             history["val_bpc"].append(evaluate_bpc(model, val, ctx))
+            history.setdefault("val_seconds", []).append(run.train_seconds)
             bar.set_postfix(train=f"{history['train_bpc'][-1]:.3f}", val=f"{history['val_bpc'][-1]:.3f}")
-        if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps:
+        if run.step % cfg.checkpoint_every == 0 or last:
             checkpoint()
+        if out_of_time:
+            break
     bar.close()
 
     total, recurrent = count_parameters(**_model_kwargs(cfg, len(corpus.vocab)))
@@ -346,7 +362,8 @@ def train_charlm(cfg: CharLMConfig, run_dir: str | Path, ctx: DistContext | None
         "final_val_bpc": history["val_bpc"][-1] if history["val_bpc"] else None,
         "best_val_bpc": min(history["val_bpc"]) if history["val_bpc"] else None,
         "train_seconds": run.train_seconds, "resumed_from_step": run.resumed_from,
-        "chars_per_second": cfg.steps * cfg.batch * cfg.bptt / run.train_seconds if run.train_seconds else None,
+        "steps_done": run.step,
+        "chars_per_second": run.step * cfg.batch * cfg.bptt / run.train_seconds if run.train_seconds else None,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
     if ctx.is_main:

