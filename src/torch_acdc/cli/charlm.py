@@ -126,7 +126,8 @@ SWEEP_FLAGS = ("data", "max_chars", "val_fraction", "embed", "depth", "batch", "
 
 def run_sweep(args: argparse.Namespace) -> int:
     """``acdc charlm --sweep``: every model of the sweep in its own process, then the table and figure."""
-    given = {k: getattr(args, k) for k in SWEEP_FLAGS}
+    # the sweep has its own presets: charlm's --fast/FULL values are not the user's choice
+    given = {k: None if k in getattr(args, "_preset_filled", ()) else getattr(args, k) for k in SWEEP_FLAGS}
     given["seed"] = args.seed or None
     for k in ("val_fraction", "depth", "lr"):  # these flags have non-None defaults: keep only explicit changes
         if given[k] == getattr(lib.CharLMConfig, k):

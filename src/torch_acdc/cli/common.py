@@ -102,9 +102,12 @@ def _show(value) -> str:
 
 
 def fill_presets(args: argparse.Namespace, full: dict, fast: dict) -> argparse.Namespace:
-    """Every preset flag left at None (not given) takes FAST's value under ``--fast``, else FULL's."""
+    """Every preset flag left at None (not given) takes FAST's value under ``--fast``, else FULL's; the names
+    filled are recorded in ``args._preset_filled`` (so a command can tell them from explicit flags)."""
+    args._preset_filled = set()
     for dest, value in full.items():
         if getattr(args, dest, None) is None:
             chosen = fast[dest] if args.fast and dest in fast else value
             setattr(args, dest, list(chosen) if isinstance(chosen, list) else chosen)
+            args._preset_filled.add(dest)
     return args

