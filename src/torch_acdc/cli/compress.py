@@ -36,16 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> lib.CompressConfig:
-    """Explicit flags win; otherwise the --fast or full-mode (CompressConfig) defaults."""
-    preset = FAST if args.fast else {}
-    values = {}
-    for f in dataclasses.fields(lib.CompressConfig):
-        given = getattr(args, f.name, None)
-        if given is not None:
-            values[f.name] = given
-        elif f.name in preset:
-            values[f.name] = preset[f.name]
-    return lib.CompressConfig(**values)
+    """The flags given (``--fast``/FULL presets already filled by the CLI); CompressConfig's defaults otherwise."""
+    given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(lib.CompressConfig)}
+    return lib.CompressConfig(**{k: v for k, v in given.items() if v is not None})
 
 
 def run(args: argparse.Namespace) -> int:
