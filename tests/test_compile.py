@@ -34,15 +34,19 @@ def test_custom_ops_pass_opcheck():
     v = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
     a = torch.randn(7, dtype=torch.float64, requires_grad=True)
     d = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(7, dtype=torch.float64, requires_grad=True)
     p = torch.randperm(7)
     ip = torch.argsort(p)
-    for idx in [(None, None, None, None), (p, ip, ip, p), (p, ip, None, None)]:
-        torch.library.opcheck(torch.ops.torch_acdc.acdc, (v, a, d, *idx))
-        g = torch.randn(3, 7, dtype=torch.float64)
-        torch.library.opcheck(torch.ops.torch_acdc.acdc_grads, (g, v.detach(), a.detach(), d.detach(), *idx[:2], idx[3]))
+    for bias in (None, b):
+        for idx in [(None, None, None, None), (p, ip, ip, p), (p, ip, None, None)]:
+            torch.library.opcheck(torch.ops.torch_acdc.acdc, (v, a, d, bias, *idx))
+            g = torch.randn(3, 7, dtype=torch.float64)
+            torch.library.opcheck(torch.ops.torch_acdc.acdc_grads,
+                                  (g, v.detach(), a.detach(), d.detach(), *idx[:2], idx[3], bias is not None))
 
 
 def test_custom_op_gradients_match_gradcheck():
-    args = [torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((2, 5), (5,), (5,))]
+    args = [torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((2, 5), (5,), (5,), (5,))]
     p = torch.randperm(5)
-    assert torch.autograd.gradcheck(lambda x, a, d: torch.ops.torch_acdc.acdc(x, a, d, p, torch.argsort(p), None, None), args)
+    assert torch.autograd.gradcheck(
+        lambda x, a, d, b: torch.ops.torch_acdc.acdc(x, a, d, b, p, torch.argsort(p), None, None), args)

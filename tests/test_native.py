@@ -7,6 +7,7 @@ from torch.autograd import gradcheck, gradgradcheck
 from torch_acdc import ACDC, StackedACDC, acdc, native
 from torch_acdc.functional import acdc_forward, acdc_grads
 from torch_acdc.permutations import inverse
+from torch_acdc.transform import makhoul_permutation
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels could not be built")
 F64 = {"dtype": torch.float64}
@@ -21,23 +22,52 @@ def _both(fn):
     return fast, ref
 
 
+NEEDS = [(True, True, True, True), (True, False, False, False), (False, True, False, False),
+         (False, False, True, False), (False, False, False, True), (True, True, True, False)]
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 8, 15, 64, 257])
-@pytest.mark.parametrize("gathers", ["none", "in", "both"])
-def test_operator_and_gradients_match_torch_path(n, gathers):
+@pytest.mark.parametrize("gathers", ["none", "in", "both", "makhoul"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_operator_and_gradients_match_torch_path(n, gathers, bias):
+    """Every gather kind the kernels distinguish (none, a random index, Makhoul's reorder in and its inverse
+    out as in one ACDC layer), with and without the spectral bias, every subset of gradients."""
     torch.manual_seed(n)
     x, a, d, g = torch.randn(6, n, **F64), torch.randn(n, **F64), torch.randn(n, **F64), torch.randn(6, n, **F64)
+    b = torch.randn(n, **F64) if bias else None
     p, q = torch.randperm(n), torch.randperm(n)
+    if gathers == "makhoul":
+        p, q = makhoul_permutation(n, "cpu")[0], makhoul_permutation(n, "cpu")[1]
     in_idx = p if gathers != "none" else None
-    out_idx, out_inv = (q, inverse(q)) if gathers == "both" else (None, None)
+    out_idx, out_inv = (q, inverse(q)) if gathers in ("both", "makhoul") else (None, None)
     with torch.no_grad():
-        for needs in [(True, True, True), (True, False, False), (False, True, False), (False, False, True)]:
-            fast, ref = _both(lambda: (acdc_forward(x, a, d, in_idx, out_idx),
+        for needs in NEEDS:
+            fast, ref = _both(lambda: (acdc_forward(x, a, d, b, in_idx, out_idx),
                                        *acdc_grads(g, x, a, d, in_idx, None if in_idx is None else inverse(p),
                                                    out_inv, needs)))
             for f, r in zip(fast, ref):
                 assert (f is None) == (r is None)
                 if f is not None:
                     torch.testing.assert_close(f, r, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", range(1, 18))
+def test_structured_gathers_equal_index_select(n):
+    """The kernels run Makhoul's reorder and its inverse as structured loops: exact against index_select,
+    with and without scale and bias, for odd and even n; a random index takes the general loop."""
+    ops = native.ops()
+    x, s, b = torch.randn(3, 2, n, **F64), torch.randn(n, **F64), torch.randn(n, **F64)
+    perm, iperm = makhoul_permutation(n, "cpu")
+    for idx in (perm, iperm, torch.randperm(n), None):
+        ref = x if idx is None else x.index_select(-1, idx)
+        torch.testing.assert_close(ops.gather_scale(x, idx, None, None), ref, rtol=0, atol=0)
+        torch.testing.assert_close(ops.gather_scale(x, idx, s, b), ref * s + b, rtol=1e-15, atol=1e-15)
+        torch.testing.assert_close(ops.gather_scale(x, idx, None, b), ref + b, rtol=0, atol=0)
+        g = torch.randn_like(x)
+        gx, ga = ops.input_grads(g, x, idx, s, True, True)
+        inv = None if idx is None else inverse(idx)
+        torch.testing.assert_close(gx, (g * s) if inv is None else (g * s).index_select(-1, inv), rtol=1e-15, atol=1e-15)
+        torch.testing.assert_close(ga, (ref * g).reshape(-1, n).sum(0), rtol=1e-12, atol=1e-12)
 
 
 def test_native_path_is_taken_and_switch_forces_torch(monkeypatch):
@@ -88,8 +118,10 @@ def test_native_ops_pass_opcheck():
     torch.library.opcheck(ops.gather_scale, (x, None, None, None), **fast)
     z, v = torch.randn(4, 5, 2, **F64), torch.randn(4, 5, 2, **F64)
     w = torch.view_as_real(torch.polar(torch.ones(5, **F64), torch.arange(5, **F64)))
-    torch.library.opcheck(ops.bin_map_, (z, s, w), **fast)
-    torch.library.opcheck(ops.diag_sums_map_, (v, z, w, s), **fast)
+    torch.library.opcheck(ops.bin_map_, (z, s, w, None), **fast)
+    torch.library.opcheck(ops.bin_map_, (z, s, w, w.clone()), **fast)
+    torch.library.opcheck(ops.spectral_grads_, (v, z, w, s, True), **fast)
+    torch.library.opcheck(ops.spectral_grads_, (None, z, w, None, True), **fast)
     torch.library.opcheck(ops.input_grads, (x, x.clone(), i, s, True, True), **fast)
 
 

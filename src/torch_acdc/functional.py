@@ -6,10 +6,12 @@ one, so ``C^T D C = M^-1 D M`` (diagonals commute). In the packed spectrum z = w
 With G_in / G_out the gathers into and out of Makhoul order (P and P^T for one layer):
 
     forward   y = G_out irfft(conj(w) . dp . w . rfft(a_P * G_in x))                 1 rfft + 1 irfft
+    (a bias b, in Makhoul order, is added before G_out: on the native path as rfft(b) inside the bin map)
     backward  zeta = w . rfft(G_out^T grad_y)                                         1 rfft
               grad_d = s^2 * unpack(sum_batch Re/Im(w . rfft(a_P * G_in x)) * Re/Im(zeta))   1 rfft (recompute)
               g = irfft(conj(w) . dp . zeta)  (the middle is symmetric)              1 irfft
               grad_x = G_in^T (a_P * g),  grad_a_P = sum_batch G_in(x) * g
+              grad_b = irfft(sum_batch rfft(G_out^T grad_y))  (summed in the grad_d pass: no pass)
 
 Five FFTs for forward+backward, no division by a or d anywhere, and only x, a_P, d saved for backward (the
 input itself: no extra activation memory). The gathers, the diagonal products, the per-bin map and the batch
@@ -35,7 +37,7 @@ from .transform import (
     spectrum,
 )
 from . import native
-from .kernels import diag_sums, gather_mul_sum, gather_scale, spectral_map_
+from .kernels import add_, diag_sums, gather_mul_sum, gather_scale, spectral_map_
 
 __all__ = ["acdc", "acdc_reference", "acdc_gathered", "permute", "packed_diagonal"]
 
@@ -63,74 +65,79 @@ def diag_grad_from_spectra(V: torch.Tensor, zeta: torch.Tensor, t: MakhoulTables
     """s_k^2 * sum_batch (M u)[k] (M g)[k] from V = rfft(P u) (not yet twiddled) and zeta = M g (packed):
     the gradient of <g, M^-1 diag(d) M u> with respect to d. (..., h) x2 -> (n,)."""
     sums = diag_sums(V, zeta, t.twiddle).reshape(t.bins * 2)
-    return sums.index_select(-1, t.unpack) * t.scale.square()
+    return sums.index_select(-1, t.unpack) * t.scale_sq
 
 
 def _gather(x, idx):
     return x if idx is None else gather_scale(x, idx, None)
 
 
-def acdc_forward(x, a_p, d, in_idx=None, out_idx=None):
-    """y = G_out(M^-1 diag(d) M (a_P * G_in(x))) where G(x) = x[..., idx] (None: no gather).
+def acdc_forward(x, a_p, d, b_m=None, in_idx=None, out_idx=None):
+    """y = G_out(M^-1 diag(d) M (a_P * G_in(x)) + b_m) where G(x) = x[..., idx] (None: no gather).
 
-    With G_in = Makhoul's P and G_out = P^T this is ACDC; a stack keeps G_out = None (stays in Makhoul
-    order) and fuses the next layer's G_in with the shuffle. x (..., n), a_p, d (n,). 2 FFTs, 3 allocations.
+    With G_in = Makhoul's P and G_out = P^T this is ACDC (b_m: its bias in Makhoul order, or None); a stack
+    keeps G_out = None (stays in Makhoul order) and fuses the next layer's G_in with the shuffle.
+    x (..., n), a_p, d, b_m (n,). 2 FFTs. Native path: 3 passes, the bias added in the spectrum (no pass).
     """
     t = makhoul_tables(x.shape[-1], x.dtype, x.device)
-    if native.usable(x, a_p, d):
-        return _native_forward(x.contiguous(), a_p.contiguous(), d.contiguous(), in_idx, out_idx, t)
-    u = gather_scale(x, in_idx, a_p)
-    return _gather(middle(u, d, t), out_idx)
+    if native.usable(x, a_p, d, b_m):
+        return _native_forward(x.contiguous(), a_p.contiguous(), d.contiguous(), b_m, in_idx, out_idx, t)
+    v = middle(gather_scale(x, in_idx, a_p), d, t)
+    return _gather(v if b_m is None else add_(v, b_m), out_idx)
 
 
 def _real(z: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(z)
 
 
-def _native_forward(x, a_p, d, in_idx, out_idx, t):
-    """acdc_forward with the fused kernels: gather*a, rfft, bin map in place, irfft, gather (3 passes)."""
+def _native_forward(x, a_p, d, b_m, in_idx, out_idx, t):
+    """acdc_forward with the fused kernels: gather*a, rfft, bin map (+ the bias's spectrum) in place, irfft,
+    gather: 3 passes, 3 allocations."""
     k = native.ops()
     z = rfft(k.gather_scale(x, in_idx, a_p, None))
-    k.bin_map_(_real(z), d, _real(t.twiddle))
+    k.bin_map_(_real(z), d, _real(t.twiddle), None if b_m is None else _real(rfft(b_m.contiguous())))
     y = irfft(z, t.n)
     return k.gather_scale(y, out_idx, None, None) if out_idx is not None else y
 
 
 def _native_grads(grad_y, x, a_p, d, in_idx, out_inv, needs, t):
-    """acdc_grads with the fused kernels: 3 FFTs and 4 passes (gather grad_y; gather*a of x; grad_d sums and
-    bin map together; grad_x and grad_a together)."""
+    """acdc_grads with the fused kernels: 3 FFTs and 4 passes (gather grad_y; gather*a of x; grad_d sums,
+    the bias's spectrum sums and the bin map together; grad_x and grad_a together)."""
     k = native.ops()
-    grad_x = grad_a = grad_d = None
-    w = _real(t.twiddle)
+    grad_x = grad_a = grad_d = grad_b = None
     zeta = rfft(k.gather_scale(grad_y, out_inv, None, None) if out_inv is not None else grad_y)
     need_xa = needs[0] or needs[1]
-    if needs[2]:
-        v = rfft(k.gather_scale(x, in_idx, a_p, None))
-        sums = k.diag_sums_map_(_real(v), _real(zeta), w, d if need_xa else None)
-        grad_d = sums.reshape(-1).index_select(0, t.unpack) * t.scale.square()
-    elif need_xa:
-        k.bin_map_(_real(zeta), d, w)
+    if needs[2] or needs[3] or need_xa:
+        v = _real(rfft(k.gather_scale(x, in_idx, a_p, None))) if needs[2] else None
+        sums, zsum = k.spectral_grads_(v, _real(zeta), _real(t.twiddle), d if need_xa else None, needs[3])
+        if needs[2]:
+            grad_d = sums.reshape(-1).index_select(0, t.unpack) * t.scale_sq
+        if needs[3]:  # sum_batch G_out^T grad_y = irfft(sum_batch zeta): the FFT is linear
+            grad_b = irfft(torch.view_as_complex(zsum), t.n)
     if need_xa:
         gx, ga = k.input_grads(irfft(zeta, t.n), x, in_idx, a_p, needs[0], needs[1])
         grad_x, grad_a = (gx if needs[0] else None), (ga if needs[1] else None)
-    return grad_x, grad_a, grad_d
+    return grad_x, grad_a, grad_d, grad_b
 
 
-def acdc_grads(grad_y, x, a_p, d, in_idx=None, in_inv=None, out_inv=None, needs=(True, True, True)):
-    """Gradients of :func:`acdc_forward` w.r.t. (x, a_p, d) (None where ``needs`` is False). 3 FFTs.
+def acdc_grads(grad_y, x, a_p, d, in_idx=None, in_inv=None, out_inv=None, needs=(True, True, True, False)):
+    """Gradients of :func:`acdc_forward` w.r.t. (x, a_p, d, b_m) (None where ``needs`` is False). 3 FFTs.
 
     zeta = M G_out^T grad_y is shared: grad_d = s^2 sum_batch (M a_P G_in x)(zeta) (1 rfft recomputes the
     forward spectrum from x: nothing but x, a, d is saved), and since the middle is symmetric,
-    g = M^-1 D zeta gives grad_x = G_in^T (a_P * g) and grad_a_P = sum_batch G_in(x) * g.
-    Fused kernels where possible; with grad mode on (double backward) all plain differentiable torch ops.
-    No division anywhere.
+    g = M^-1 D zeta gives grad_x = G_in^T (a_P * g) and grad_a_P = sum_batch G_in(x) * g;
+    grad_b_m = sum_batch G_out^T grad_y. Fused kernels where possible; with grad mode on (double backward)
+    all plain differentiable torch ops. No division anywhere.
     """
     t = makhoul_tables(x.shape[-1], x.dtype, x.device)
     if native.usable(grad_y, x, a_p, d):
         return _native_grads(grad_y.contiguous(), x.contiguous(), a_p.contiguous(), d.contiguous(), in_idx,
                              out_inv, needs, t)
-    grad_x = grad_a = grad_d = None
-    zeta = spectrum(_gather(grad_y, out_inv), t)
+    grad_x = grad_a = grad_d = grad_b = None
+    gy = _gather(grad_y, out_inv)
+    if needs[3]:
+        grad_b = gy.reshape(-1, t.n).sum(0)
+    zeta = spectrum(gy, t)
     v = _gather(x, in_idx) if (needs[1] or needs[2]) else None  # one gather serves both grad_d and grad_a
     if needs[2]:
         grad_d = diag_grad_from_spectra(rfft(v * a_p), zeta, t)
@@ -140,12 +147,13 @@ def acdc_grads(grad_y, x, a_p, d, in_idx=None, in_inv=None, out_inv=None, needs=
             grad_x = gather_scale(g, in_inv, a_p if in_inv is None else a_p.index_select(-1, in_inv))
         if needs[1]:
             grad_a = gather_mul_sum(g, v, None)
-    return grad_x, grad_a, grad_d
+    return grad_x, grad_a, grad_d, grad_b
 
 
 class _ACDC(torch.autograd.Function):
-    """The ACDC operator with its gathers (see :func:`acdc_forward`). Inputs: x (..., n), a_p (n,), d (n,),
-    then the index tensors in_idx, in_inv, out_idx, out_inv (each None or a permutation and its inverse).
+    """The ACDC operator with its gathers and bias (see :func:`acdc_forward`). Inputs: x (..., n), a_p (n,),
+    d (n,), b_m (n,) or None, then the index tensors in_idx, in_inv, out_idx, out_inv (each None or a
+    permutation and its inverse).
 
     Saves x, a_p, d (and the indices) only. Backward: :func:`acdc_grads` (differentiable again, so double
     backward works); forward mode: the product rule on the bilinear map; vmap: generated.
@@ -154,22 +162,23 @@ class _ACDC(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, a_p, d, in_idx, in_inv, out_idx, out_inv):
-        return acdc_forward(x, a_p, d, in_idx, out_idx)
+    def forward(x, a_p, d, b_m, in_idx, in_inv, out_idx, out_inv):
+        return acdc_forward(x, a_p, d, b_m, in_idx, out_idx)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-        ctx.save_for_forward(*inputs)
+        x, a_p, d, _b_m, *idx = inputs
+        ctx.save_for_backward(x, a_p, d, *idx)
+        ctx.save_for_forward(x, a_p, d, *idx)
 
     @staticmethod
     def backward(ctx, grad_y):
         x, a_p, d, in_idx, in_inv, out_idx, out_inv = ctx.saved_tensors
-        grads = acdc_grads(grad_y, x, a_p, d, in_idx, in_inv, out_inv, ctx.needs_input_grad[:3])
+        grads = acdc_grads(grad_y, x, a_p, d, in_idx, in_inv, out_inv, ctx.needs_input_grad[:4])
         return (*grads, None, None, None, None)
 
     @staticmethod
-    def jvp(ctx, dx, da, dd, *_):
+    def jvp(ctx, dx, da, dd, db, *_):
         x, a_p, d, in_idx, _in_inv, out_idx, _out_inv = ctx.saved_tensors
         t = makhoul_tables(x.shape[-1], x.dtype, x.device)
         v = _gather(x, in_idx)
@@ -181,21 +190,24 @@ class _ACDC(torch.autograd.Function):
         out = middle(du, d, t) if du is not None else torch.zeros_like(v)
         if dd is not None:
             out = out + middle(v * a_p, dd, t)
+        if db is not None:
+            out = out + db
         return _gather(out, out_idx)
 
 
-def acdc_gathered(x, a_p, d, gather_in=None, gather_out=None):
-    """The ACDC operator with fused gathers: G_out(M^-1 D M (a_p * G_in(x))).
+def acdc_gathered(x, a_p, d, gather_in=None, gather_out=None, bias_m=None):
+    """The ACDC operator with fused gathers and bias: G_out(M^-1 D M (a_p * G_in(x)) + bias_m).
 
-    ``gather_in`` / ``gather_out``: None or (idx, inverse idx). Eager: the autograd Function. Under
+    ``gather_in`` / ``gather_out``: None or (idx, inverse idx); ``bias_m``: None or (n,) in the order of the
+    layer's middle (Makhoul order), added before ``gather_out``. Eager: the autograd Function. Under
     torch.compile: the ``torch_acdc::acdc`` custom op (:mod:`torch_acdc.compile_ops`), opaque to the compiler,
     with the same math.
     """
     in_idx, in_inv = gather_in if gather_in is not None else (None, None)
     out_idx, out_inv = gather_out if gather_out is not None else (None, None)
     if torch.compiler.is_compiling():
-        return torch.ops.torch_acdc.acdc(x, a_p, d, in_idx, in_inv, out_idx, out_inv)
-    return _ACDC.apply(x, a_p, d, in_idx, in_inv, out_idx, out_inv)
+        return torch.ops.torch_acdc.acdc(x, a_p, d, bias_m, in_idx, in_inv, out_idx, out_inv)
+    return _ACDC.apply(x, a_p, d, bias_m, in_idx, in_inv, out_idx, out_inv)
 
 
 class _Permute(torch.autograd.Function):
@@ -268,9 +280,8 @@ def acdc(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor, bias: torch.Tensor |
     """
     ct = check_acdc_args(x, a, d, bias)
     perm, iperm = makhoul_permutation(x.shape[-1], x.device)
-    y = acdc_gathered(x.to(ct), a.to(ct).index_select(-1, perm), d.to(ct), (perm, iperm), (iperm, perm))
-    if bias is not None:
-        y = y + bias.to(ct)
+    b_m = bias.to(ct).index_select(-1, perm) if bias is not None else None
+    y = acdc_gathered(x.to(ct), a.to(ct).index_select(-1, perm), d.to(ct), (perm, iperm), (iperm, perm), b_m)
     return y.to(x.dtype)
 
 

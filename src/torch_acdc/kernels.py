@@ -1,7 +1,7 @@
 """The memory-bound passes of ACDC (everything but the FFTs), one function each, written to touch memory as
 few times as torch allows: in place on temporaries, no per-call tables.
 
-* ``scale_(x, s)``                      x * s, in place on a temporary x when nothing can observe it
+* ``scale_(x, s)``, ``add_(x, b)``      x * s, x + b, in place on a temporary x when nothing can observe it
 * ``gather_scale(x, idx, s)``           x[..., idx] * s        (the Makhoul reorder and a diagonal)
 * ``spectral_map_(z, pre, dp, post)``   z <- post * (dp . (pre * z)), in place on a packed spectrum
 * ``diag_sums(z, zeta, pre)``           sum_batch Re/Im(pre*z) * Re/Im(zeta), shape (h, 2)
@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["scale_", "gather_scale", "spectral_map_", "diag_sums", "gather_mul_sum"]
+__all__ = ["scale_", "add_", "gather_scale", "spectral_map_", "diag_sums", "gather_mul_sum"]
 
 
 def _wrapped(t: torch.Tensor) -> bool:
     """A vmap/functorch wrapper (new or legacy): writing into it in place is not allowed."""
     return torch._C._functorch.is_functorch_wrapped_tensor(t) or torch._C._functorch.is_legacy_batchedtensor(t)
+
+
+def _in_place_ok(x: torch.Tensor, s: torch.Tensor) -> bool:
+    return not (torch.is_grad_enabled() or _wrapped(x) or _wrapped(s))
 
 
 def scale_(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -30,9 +34,12 @@ def scale_(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     Every elementwise pass on a fresh (B, n) tensor costs a new allocation, and on CPU fresh memory means
     page faults that cost more than the multiply itself; callers use this only on temporaries they own.
     """
-    if torch.is_grad_enabled() or _wrapped(x) or _wrapped(s):
-        return x * s
-    return x.mul_(s)
+    return x.mul_(s) if _in_place_ok(x, s) else x * s
+
+
+def add_(x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x + b, into the temporary ``x`` under the same rule as :func:`scale_`."""
+    return x.add_(b) if _in_place_ok(x, b) else x + b
 
 
 def gather_scale(x: torch.Tensor, idx: torch.Tensor | None, s: torch.Tensor | None) -> torch.Tensor:

@@ -178,14 +178,17 @@ class DiagonalStack(nn.Module, abc.ABC):
     def layer(self, h: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         """One bias-free layer on ``h`` (..., N) in the working order; a, d are one layer's diagonals."""
 
-    def gathered_layer(self, h: torch.Tensor, a: torch.Tensor, d: torch.Tensor, gather_in, gather_out):
-        """``G_out(layer(G_in(h)))`` with G = None or (idx, inverse idx) a gather of the last dimension.
+    def gathered_layer(self, h: torch.Tensor, a: torch.Tensor, d: torch.Tensor, gather_in, gather_out, bias):
+        """``G_out(layer(G_in(h)) + bias)`` with G = None or (idx, inverse idx) a gather of the last dimension
+        and ``bias`` None or (N,) in the working order.
 
-        Subclasses whose operator can fuse the gathers (StackedACDC) override this.
+        Subclasses whose operator can fuse the gathers and the bias (StackedACDC) override this.
         """
         if gather_in is not None:
             h = permute(h, *gather_in)
         h = self.layer(h, a, d)
+        if bias is not None:
+            h = h + bias
         return permute(h, *gather_out) if gather_out is not None else h
 
     def _forward(self, x: torch.Tensor, use_bias: bool) -> torch.Tensor:
@@ -196,23 +199,20 @@ class DiagonalStack(nn.Module, abc.ABC):
         if n > self.in_features:
             h = F.pad(h, (0, n - self.in_features))
         a = self.a.to(ct)
-        bias = self.bias.to(ct) if (use_bias and self.bias is not None) else None
-        b = bias
+        b = self.bias.to(ct) if (use_bias and self.bias is not None) else None
         order = self.working_order(n, ct, x.device)
         pending = None  # the gather owed to the next layer's input
         if order is not None:
             perm, iperm = order
             pending = (perm, iperm)
             a = a.index_select(1, perm)
-            b = b.index_select(1, perm) if b is not None else None
+            b = b.index_select(1, perm) if b is not None else None  # biases in the working order
         d = self.d.to(ct)
         for i in range(self.depth):
             last = i == self.depth - 1
             out_gather = (order[1], order[0]) if (last and order is not None) else None
-            h = self.gathered_layer(h, a[i], d[i], pending, out_gather)
+            h = self.gathered_layer(h, a[i], d[i], pending, out_gather, None if b is None else b[i])
             pending = None
-            if b is not None:
-                h = h + (bias[i] if last else b[i])  # the last layer's output is back in natural order
             if not last:
                 if self.activation is not None:
                     h = self.activation(h)
@@ -262,5 +262,5 @@ class StackedACDC(DiagonalStack):
     def layer(self, h: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         return acdc_gathered(h, a, d)
 
-    def gathered_layer(self, h, a, d, gather_in, gather_out):
-        return acdc_gathered(h, a, d, gather_in, gather_out)  # gathers fused into the layer's kernels
+    def gathered_layer(self, h, a, d, gather_in, gather_out, bias):
+        return acdc_gathered(h, a, d, gather_in, gather_out, bias)  # gathers and bias fused into the kernels

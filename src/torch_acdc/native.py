@@ -7,10 +7,13 @@ retried without it if the compiler refuses), in
 ``$TORCH_ACDC_BUILD_DIR`` (default ``~/.cache/torch_acdc``) and loaded with ``torch.ops.load_library``. Ops
 (``torch.ops.torch_acdc_native``), each one parallel pass (``at::parallel_for``) over (rows, n) memory:
 
-* ``gather_scale(x, idx?, s?, b?)``       x[..., idx] * s + b
-* ``bin_map_(z, d, w)``                   in place on a raw spectrum (real view (..., h, 2)): the ACDC middle
-                                          M^-1 diag(d) M as one symmetric real 2x2 per bin
-* ``diag_sums_map_(v, z, w, d?)``         batch sums (h, 2) for grad_d, and z <- the bin map, in one pass
+* ``gather_scale(x, idx?, s?, b?)``       x[..., idx] * s + b (Makhoul's reorder and its inverse recognised
+                                          and run as vectorised structured loops)
+* ``bin_map_(z, d, w, add?)``             in place on a raw spectrum (real view (..., h, 2)): the ACDC middle
+                                          M^-1 diag(d) M as one symmetric real 2x2 per bin, plus a fixed
+                                          spectrum ``add`` (a bias, at no extra pass)
+* ``spectral_grads_(v?, z, w, d?, zsum)`` batch sums (h, 2) for grad_d, batch sums of z (the bias gradient's
+                                          spectrum) and z <- the bin map, in one pass
 * ``input_grads(g, x, idx?, a, nx, na)``  grad_x = G^T(a * g) and grad_a = sum_batch G(x) * g together
 
 :func:`usable` decides per call: native kernels run for float32/float64 CPU tensors outside grad mode and
@@ -91,12 +94,13 @@ def _register_fakes() -> None:
         return torch.empty_like(x, memory_format=torch.contiguous_format)
 
     @torch.library.register_fake(lib + "bin_map_")
-    def _(z, d, w):
+    def _(z, d, w, add):
         return None
 
-    @torch.library.register_fake(lib + "diag_sums_map_")
-    def _(v, z, w, d):
-        return z.new_empty(z.shape[-2:])
+    @torch.library.register_fake(lib + "spectral_grads_")
+    def _(v, z, w, d, zsum):
+        h = z.shape[-2]
+        return z.new_empty((h if v is not None else 0, 2)), z.new_empty((h if zsum else 0, 2))
 
     @torch.library.register_fake(lib + "input_grads")
     def _(g, x, idx, a, need_x, need_a):

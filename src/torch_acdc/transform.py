@@ -34,7 +34,7 @@ class MakhoulTables:
     perm/iperm: (n,) Makhoul reorder and its inverse. twiddle/untwiddle: (h,) complex w and conj(w).
     unpack: (n,) index into the (h, 2) real view of z giving X; unpack_sign: (n,) +1 / -1.
     pack: (h, 2) index into X giving the real view of z; pack_sign: (h, 2) with 0 where Im z is 0.
-    scale / inv_scale: (n,) orthonormal scaling of M and its inverse.
+    scale / inv_scale / scale_sq: (n,) orthonormal scaling of M, its inverse and its square.
     """
 
     n: int
@@ -49,6 +49,7 @@ class MakhoulTables:
     pack_mask: torch.Tensor
     scale: torch.Tensor
     inv_scale: torch.Tensor
+    scale_sq: torch.Tensor
 
     @property
     def bins(self) -> int:
@@ -106,6 +107,7 @@ def _build_makhoul_tables(n: int, dtype: torch.dtype, device: torch.device) -> M
         pack_mask=pack_sign.abs().to(device=dev, dtype=dtype),
         scale=scale.to(device=dev, dtype=dtype),
         inv_scale=(1.0 / scale).to(device=dev, dtype=dtype),
+        scale_sq=scale.square().to(device=dev, dtype=dtype),
     )
 
 

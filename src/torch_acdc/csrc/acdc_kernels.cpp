@@ -1,11 +1,17 @@
 // Fused CPU kernels for the memory-bound passes of ACDC (torch_acdc/native.py builds and wraps them).
 // Each is one pass over its (rows, n) operands, parallel over rows with at::parallel_for (torch's pool).
 // All inputs are contiguous; the Python wrapper checks shapes and dtypes (float32 / float64).
+//
+// Vectorisation: the hot loops are plain contiguous loops gcc vectorises (-O3 -march=native). Gathers by
+// Makhoul's permutation (evens, then odds reversed) and its inverse are recognised (an O(n) check per call)
+// and run as structured loops (stride-2 and reversed accesses vectorise; index gathers do not); any other
+// index (a stack's random shuffle) takes the general indexed loop. Per-bin coefficients are computed once
+// per call into structure-of-arrays tables.
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
-#include <ATen/Dispatch.h>
 #include <c10/util/Optional.h>
 #include <torch/library.h>
 
@@ -18,13 +24,63 @@ using at::Tensor;
 // Rows per task: enough elements per task that scheduling costs nothing.
 int64_t grain(int64_t n) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, n)); }
 
-const int64_t* idx_ptr(const c10::optional<Tensor>& idx) {
-  return idx.has_value() ? idx->data_ptr<int64_t>() : nullptr;
-}
-
 template <typename T>
 const T* opt_ptr(const c10::optional<Tensor>& t) {
   return t.has_value() ? t->data_ptr<T>() : nullptr;
+}
+
+// ---- gathers of the last dimension ----
+
+enum class Pattern { None, Makhoul, Inverse, General };
+
+// Makhoul's reorder: perm[j] = 2j for 2j < n, else 2n - 1 - 2j; its inverse iperm[m] = m/2 (m even),
+// n - 1 - m/2 (m odd). out[j] = x[idx[j]] with idx one of these (or None) is a structured loop.
+Pattern classify(const c10::optional<Tensor>& idx, int64_t n) {
+  if (!idx.has_value()) return Pattern::None;
+  const int64_t* ip = idx->data_ptr<int64_t>();
+  bool mk = true, inv = true;
+  for (int64_t j = 0; j < n && (mk || inv); ++j) {
+    mk = mk && ip[j] == (2 * j < n ? 2 * j : 2 * n - 1 - 2 * j);
+    inv = inv && ip[j] == (j % 2 == 0 ? j / 2 : n - 1 - j / 2);
+  }
+  return mk ? Pattern::Makhoul : inv ? Pattern::Inverse : Pattern::General;
+}
+
+// One row: o[j] = x[idx[j]] * s[j] + b[j] (s, b optional: compile-time flags).
+template <typename T, Pattern P, bool S, bool B>
+void gather_row(const T* __restrict__ x, T* __restrict__ o, const int64_t* __restrict__ ip,
+                const T* __restrict__ s, const T* __restrict__ b, int64_t n) {
+  auto f = [&](int64_t j, T v) { return (S ? v * s[j] : v) + (B ? b[j] : T(0)); };
+  const int64_t h = n / 2;
+  if constexpr (P == Pattern::Makhoul) {  // o[i] = x[2i], o[n-1-i] = x[2i+1]
+    for (int64_t i = 0; i < h; ++i) o[i] = f(i, x[2 * i]);
+    for (int64_t i = 0; i < h; ++i) o[n - 1 - i] = f(n - 1 - i, x[2 * i + 1]);
+    if (n & 1) o[h] = f(h, x[2 * h]);
+  } else if constexpr (P == Pattern::Inverse) {  // o[2i] = x[i], o[2i+1] = x[n-1-i]
+    for (int64_t i = 0; i < h; ++i) {
+      o[2 * i] = f(2 * i, x[i]);
+      o[2 * i + 1] = f(2 * i + 1, x[n - 1 - i]);
+    }
+    if (n & 1) o[2 * h] = f(2 * h, x[h]);
+  } else if constexpr (P == Pattern::General) {
+    for (int64_t j = 0; j < n; ++j) o[j] = f(j, x[ip[j]]);
+  } else {
+    for (int64_t j = 0; j < n; ++j) o[j] = f(j, x[j]);
+  }
+}
+
+template <typename T, Pattern P>
+void gather_rows(const T* x, T* o, const int64_t* ip, const T* s, const T* b, int64_t rows, int64_t n) {
+  at::parallel_for(0, rows, grain(n), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* xr = x + r * n;
+      T* orow = o + r * n;
+      if (s && b) gather_row<T, P, true, true>(xr, orow, ip, s, b, n);
+      else if (s) gather_row<T, P, true, false>(xr, orow, ip, s, b, n);
+      else if (b) gather_row<T, P, false, true>(xr, orow, ip, s, b, n);
+      else gather_row<T, P, false, false>(xr, orow, ip, s, b, n);
+    }
+  });
 }
 
 // out[r, j] = x[r, idx[j]] * s[j] + b[j]   (idx, s, b each optional)
@@ -32,110 +88,207 @@ Tensor gather_scale(const Tensor& x, const c10::optional<Tensor>& idx, const c10
                     const c10::optional<Tensor>& b) {
   const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
   Tensor out = at::empty(x.sizes(), x.options());
+  const Pattern p = classify(idx, n);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gather_scale", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
-    const int64_t* ip = idx_ptr(idx);
-    const scalar_t* sp = opt_ptr<scalar_t>(s);
-    const scalar_t* bp = opt_ptr<scalar_t>(b);
-    at::parallel_for(0, rows, grain(n), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const scalar_t* xr = xp + r * n;
-        scalar_t* orow = op + r * n;
-        if (ip) {
-          if (sp && bp) for (int64_t j = 0; j < n; ++j) orow[j] = xr[ip[j]] * sp[j] + bp[j];
-          else if (sp) for (int64_t j = 0; j < n; ++j) orow[j] = xr[ip[j]] * sp[j];
-          else if (bp) for (int64_t j = 0; j < n; ++j) orow[j] = xr[ip[j]] + bp[j];
-          else for (int64_t j = 0; j < n; ++j) orow[j] = xr[ip[j]];
-        } else {
-          for (int64_t j = 0; j < n; ++j) orow[j] = xr[j] * (sp ? sp[j] : scalar_t(1)) + (bp ? bp[j] : scalar_t(0));
-        }
-      }
-    });
+    const int64_t* ip = idx.has_value() ? idx->data_ptr<int64_t>() : nullptr;
+    const scalar_t *sp = opt_ptr<scalar_t>(s), *bp = opt_ptr<scalar_t>(b);
+    switch (p) {
+      case Pattern::Makhoul: gather_rows<scalar_t, Pattern::Makhoul>(xp, op, ip, sp, bp, rows, n); break;
+      case Pattern::Inverse: gather_rows<scalar_t, Pattern::Inverse>(xp, op, ip, sp, bp, rows, n); break;
+      case Pattern::General: gather_rows<scalar_t, Pattern::General>(xp, op, ip, sp, bp, rows, n); break;
+      default: gather_rows<scalar_t, Pattern::None>(xp, op, ip, sp, bp, rows, n);
+    }
   });
   return out;
 }
 
+// ---- the per-bin map ----
+//
+// Spectra are real views (rows, h, 2): interleaved (re, im) pairs. Every array the hot loops touch (tables,
+// accumulators) uses the same interleaved layout, so each loop is one uniform stream of pairs that gcc
+// vectorises (a pair swap is a lane permute).
+
 // The middle M^-1 diag(d) M of ACDC on one raw spectrum bin k (Z = rfft(u), no twiddle applied) is the
 // symmetric real 2x2 [[p, q], [q, r]] on (Re Z, Im Z): with a = (d[k] + d[n-k]) / 2, b = (d[k] - d[n-k]) / 2
 // (d[n] := 0) and c = conj(w_k)^2, p = a + b Re c, q = b Im c, r = a - b Re c. w (h, 2) is the twiddle.
-template <typename T>
-struct BinMap {
-  const T* d;
-  const T* w;
-  int64_t n;
-  void coeffs(int64_t k, T& p, T& q, T& r) const {
-    const T d1 = d[k], d2 = k == 0 ? T(0) : d[n - k];
-    const T a = (d1 + d2) / 2, b = (d1 - d2) / 2, wr = w[2 * k], wi = w[2 * k + 1];
-    const T cr = wr * wr - wi * wi, ci = -2 * wr * wi;
-    p = a + b * cr;
-    q = b * ci;
-    r = a - b * cr;
-  }
-};
-
-// Per-bin coefficients (h, 3) of BinMap, computed once per call into a small table.
+// Stored interleaved as P = (p, r) and Q = (q, q) per bin: Z' = P * Z + Q * swap(Z).
 template <typename T>
 std::vector<T> bin_table(const Tensor& d, const Tensor& w) {
   const int64_t n = d.size(0), h = n / 2 + 1;
-  BinMap<T> bm{d.data_ptr<T>(), w.data_ptr<T>(), n};
-  std::vector<T> m(3 * h);
-  for (int64_t k = 0; k < h; ++k) bm.coeffs(k, m[3 * k], m[3 * k + 1], m[3 * k + 2]);
+  const T* dp = d.data_ptr<T>();
+  const T* wp = w.data_ptr<T>();
+  std::vector<T> m(4 * h);  // P (2h), then Q (2h)
+  for (int64_t k = 0; k < h; ++k) {
+    const T d1 = dp[k], d2 = k == 0 ? T(0) : dp[n - k];
+    const T a = (d1 + d2) / 2, b = (d1 - d2) / 2, wr = wp[2 * k], wi = wp[2 * k + 1];
+    m[2 * k] = a + b * (wr * wr - wi * wi);
+    m[2 * k + 1] = a - b * (wr * wr - wi * wi);
+    m[2 * h + 2 * k] = m[2 * h + 2 * k + 1] = b * (-2 * wr * wi);
+  }
   return m;
 }
 
-// In place on the real view z (rows, h, 2) of raw spectra: z <- BinMap(d, w) z per bin.
-void bin_map_(Tensor z, const Tensor& d, const Tensor& w) {
+// Bins [k0, k1) of one spectrum row z <- P * z + Q * swap(z) + add (add optional: a fixed spectrum).
+template <typename T, bool ADD>
+inline void map_row(T* __restrict__ z, const T* __restrict__ P, const T* __restrict__ Q,
+                    const T* __restrict__ add, int64_t k0, int64_t k1) {
+  for (int64_t k = k0; k < k1; ++k) {
+    const T z0 = z[2 * k], z1 = z[2 * k + 1];
+    z[2 * k] = P[2 * k] * z0 + Q[2 * k] * z1 + (ADD ? add[2 * k] : T(0));
+    z[2 * k + 1] = P[2 * k + 1] * z1 + Q[2 * k + 1] * z0 + (ADD ? add[2 * k + 1] : T(0));
+  }
+}
+
+// In place on the real view z (rows, h, 2) of raw spectra: z <- BinMap(d, w) z (+ add, a (h, 2) spectrum:
+// the raw rfft of a bias in Makhoul order, so the bias costs no pass of its own).
+void bin_map_(Tensor z, const Tensor& d, const Tensor& w, const c10::optional<Tensor>& add) {
   const int64_t h = z.size(-2), rows = h ? z.numel() / (2 * h) : 0;
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "bin_map_", [&] {
     scalar_t* zp = z.data_ptr<scalar_t>();
     const std::vector<scalar_t> tab = bin_table<scalar_t>(d, w);
-    const scalar_t* mp = tab.data();
+    const scalar_t *P = tab.data(), *Q = P + 2 * h;
+    const scalar_t* ap = opt_ptr<scalar_t>(add);
     at::parallel_for(0, rows, grain(2 * h), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        scalar_t* zr = zp + r * 2 * h;
-        for (int64_t k = 0; k < h; ++k) {
-          const scalar_t re = zr[2 * k], im = zr[2 * k + 1];
-          zr[2 * k] = mp[3 * k] * re + mp[3 * k + 1] * im;
-          zr[2 * k + 1] = mp[3 * k + 1] * re + mp[3 * k + 2] * im;
-        }
+      for (int64_t row = r0; row < r1; ++row) {
+        if (ap) map_row<scalar_t, true>(zp + row * 2 * h, P, Q, ap, 0, h);
+        else map_row<scalar_t, false>(zp + row * 2 * h, P, Q, ap, 0, h);
       }
     });
   });
 }
 
-// Sum over rows of (Re(w V) Re(w Z), Im(w V) Im(w Z)) -> (h, 2), V and Z raw spectra as real views
-// (rows, h, 2); in the same pass (if d is given) Z <- BinMap(d, w) Z. One read of V, one read-write of Z.
-Tensor diag_sums_map_(const Tensor& v, Tensor z, const Tensor& w, const c10::optional<Tensor>& d) {
+// ---- the backward spectral pass ----
+
+// Bins [k0, k1) of one row, one loop over interleaved pairs: (V) A += V * Z (pairs re*re, im*im) and
+// X += V * swap(Z) (re*im, im*re); (ZS) S += Z; (MAP) Z <- P * Z + Q * swap(Z). acc = [A, X, S] (2h each;
+// S first when there is no V).
+template <typename T, bool V, bool ZS, bool MAP>
+inline void spectral_block(const T* __restrict__ v, T* __restrict__ z, T* __restrict__ acc, int64_t h,
+                           const T* __restrict__ P, const T* __restrict__ Q, int64_t k0, int64_t k1) {
+  T* __restrict__ A = acc;
+  T* __restrict__ X = acc + 2 * h;
+  T* __restrict__ S = acc + (V ? 4 : 0) * h;
+  for (int64_t k = k0; k < k1; ++k) {
+    const T z0 = z[2 * k], z1 = z[2 * k + 1];
+    if constexpr (V) {
+      const T v0 = v[2 * k], v1 = v[2 * k + 1];
+      A[2 * k] += v0 * z0;
+      A[2 * k + 1] += v1 * z1;
+      X[2 * k] += v0 * z1;
+      X[2 * k + 1] += v1 * z0;
+    }
+    if constexpr (ZS) {
+      S[2 * k] += z0;
+      S[2 * k + 1] += z1;
+    }
+    if constexpr (MAP) {
+      z[2 * k] = P[2 * k] * z0 + Q[2 * k] * z1;
+      z[2 * k + 1] = P[2 * k + 1] * z1 + Q[2 * k + 1] * z0;
+    }
+  }
+}
+
+// Rows [r0, r1) in blocks of bins (outer) and rows (inner): a block's accumulators stay in L1 while the rows
+// stream past.
+template <typename T, bool V, bool ZS, bool MAP>
+void spectral_rows(const T* v, T* z, T* acc, int64_t h, const T* P, const T* Q, int64_t r0, int64_t r1) {
+  constexpr int64_t kBlock = 256;
+  for (int64_t k0 = 0; k0 < h; k0 += kBlock) {
+    const int64_t k1 = std::min(h, k0 + kBlock);
+    for (int64_t row = r0; row < r1; ++row)
+      spectral_block<T, V, ZS, MAP>(V ? v + row * 2 * h : nullptr, z + row * 2 * h, acc, h, P, Q, k0, k1);
+  }
+}
+
+// From raw spectra V = rfft(u) and Z = rfft(g) (real views (rows, h, 2)), one pass that
+//  * (if v) sums over rows Re(wV) Re(wZ) and Im(wV) Im(wZ) -> sums (h, 2), the grad_d sums; with |w| = 1,
+//    Re(a)Re(b) = (Re(a conj b) + Re(ab)) / 2 and Im(a)Im(b) = (Re(a conj b) - Re(ab)) / 2 for a = wV,
+//    b = wZ, so the loop only accumulates the products of V and Z (no twiddle) and w^2 is applied once per bin;
+//  * (if zsum) sums Z over rows -> zsum (h, 2) (the spectrum of the bias gradient);
+//  * (if d) maps Z <- BinMap(d, w) Z in place.
+// Returns (sums or empty, zsum or empty).
+std::tuple<Tensor, Tensor> spectral_grads_(const c10::optional<Tensor>& v, Tensor z, const Tensor& w,
+                                           const c10::optional<Tensor>& d, bool zsum) {
   const int64_t h = z.size(-2), rows = h ? z.numel() / (2 * h) : 0;
   const int nt = at::get_num_threads();
-  Tensor partial = at::zeros({nt, h, 2}, z.options());
-  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "diag_sums_map_", [&] {
-    const scalar_t* vp = v.data_ptr<scalar_t>();
-    scalar_t* zp = z.data_ptr<scalar_t>();
-    const scalar_t* wp = w.data_ptr<scalar_t>();
-    const std::vector<scalar_t> tab = d.has_value() ? bin_table<scalar_t>(*d, w) : std::vector<scalar_t>();
-    const scalar_t* mp = d.has_value() ? tab.data() : nullptr;
-    scalar_t* pp = partial.data_ptr<scalar_t>();
-    at::parallel_for(0, rows, grain(2 * h), [&](int64_t r0, int64_t r1) {
-      scalar_t* acc = pp + at::get_thread_num() * 2 * h;
-      for (int64_t r = r0; r < r1; ++r) {
-        const scalar_t* vr = vp + r * 2 * h;
-        scalar_t* zr = zp + r * 2 * h;
-        for (int64_t k = 0; k < h; ++k) {
-          const scalar_t wr = wp[2 * k], wi = wp[2 * k + 1];
-          const scalar_t vre = vr[2 * k], vim = vr[2 * k + 1], zre = zr[2 * k], zim = zr[2 * k + 1];
-          acc[2 * k] += (wr * vre - wi * vim) * (wr * zre - wi * zim);
-          acc[2 * k + 1] += (wr * vim + wi * vre) * (wr * zim + wi * zre);
-          if (mp) {
-            zr[2 * k] = mp[3 * k] * zre + mp[3 * k + 1] * zim;
-            zr[2 * k + 1] = mp[3 * k + 1] * zre + mp[3 * k + 2] * zim;
-          }
-        }
+  const int64_t nacc = ((v.has_value() ? 2 : 0) + (zsum ? 1 : 0)) * 2 * h;  // accumulator length per thread
+  Tensor partial = at::zeros({nt, std::max<int64_t>(nacc, 1)}, z.options());
+  Tensor sums = at::empty({v.has_value() ? h : 0, 2}, z.options());
+  Tensor zs = at::empty({zsum ? h : 0, 2}, z.options());
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "spectral_grads_", [&] {
+    using T = scalar_t;
+    const T* vp = opt_ptr<T>(v);
+    T* zp = z.data_ptr<T>();
+    const std::vector<T> tab = d.has_value() ? bin_table<T>(*d, w) : std::vector<T>();
+    const T *P = d.has_value() ? tab.data() : nullptr, *Q = P ? P + 2 * h : nullptr;
+    T* pp = partial.data_ptr<T>();
+    const int64_t stride = std::max<int64_t>(nacc, 1);
+    // One row range per thread (the partial accumulators are per thread).
+    at::parallel_for(0, rows, std::max<int64_t>(grain(2 * h), (rows + nt - 1) / nt), [&](int64_t r0, int64_t r1) {
+      T* acc = pp + at::get_thread_num() * stride;
+      const int mode = (vp ? 4 : 0) + (zsum ? 2 : 0) + (P ? 1 : 0);
+      switch (mode) {
+        case 7: spectral_rows<T, true, true, true>(vp, zp, acc, h, P, Q, r0, r1); break;
+        case 6: spectral_rows<T, true, true, false>(vp, zp, acc, h, P, Q, r0, r1); break;
+        case 5: spectral_rows<T, true, false, true>(vp, zp, acc, h, P, Q, r0, r1); break;
+        case 4: spectral_rows<T, true, false, false>(vp, zp, acc, h, P, Q, r0, r1); break;
+        case 3: spectral_rows<T, false, true, true>(vp, zp, acc, h, P, Q, r0, r1); break;
+        case 2: spectral_rows<T, false, true, false>(vp, zp, acc, h, P, Q, r0, r1); break;
+        case 1: spectral_rows<T, false, false, true>(vp, zp, acc, h, P, Q, r0, r1); break;
+        default: break;
       }
     });
+    // Reduce the per-thread partials and apply the twiddle once per bin.
+    std::vector<T> tot(nacc, T(0));
+    for (int t = 0; t < nt; ++t)
+      for (int64_t i = 0; i < nacc; ++i) tot[i] += pp[t * stride + i];
+    const T* wp = w.data_ptr<T>();
+    if (vp) {
+      T* sp = sums.data_ptr<T>();
+      const T *A = tot.data(), *X = A + 2 * h;
+      for (int64_t k = 0; k < h; ++k) {
+        const T wr = wp[2 * k], wi = wp[2 * k + 1], cr = wr * wr - wi * wi, ci = 2 * wr * wi;
+        const T conj_re = A[2 * k] + A[2 * k + 1];                                  // Re(V conj Z)
+        const T prod_re = A[2 * k] - A[2 * k + 1], prod_im = X[2 * k] + X[2 * k + 1];  // V Z
+        const T twisted = cr * prod_re - ci * prod_im;                              // Re(w^2 V Z)
+        sp[2 * k] = (conj_re + twisted) / 2;
+        sp[2 * k + 1] = (conj_re - twisted) / 2;
+      }
+    }
+    if (zsum) std::copy_n(tot.data() + (vp ? 4 : 0) * h, 2 * h, zs.data_ptr<T>());
   });
-  return partial.sum(0);
+  return {sums, zs};
+}
+
+// ---- grad_x and grad_a together ----
+
+// One row: gx[idx[m]] = a[m] g[m] (if gx) and acc[m] += x[idx[m]] g[m] (if acc), idx by pattern.
+template <typename T, Pattern P>
+void input_grads_row(const T* __restrict__ g, const T* __restrict__ x, const int64_t* __restrict__ ip,
+                     const T* __restrict__ a, T* __restrict__ gx, T* __restrict__ acc, int64_t n) {
+  const int64_t h = n / 2;
+  if constexpr (P == Pattern::Makhoul) {  // idx[i] = 2i, idx[n-1-i] = 2i+1
+    if (gx) {
+      for (int64_t i = 0; i < h; ++i) {
+        gx[2 * i] = a[i] * g[i];
+        gx[2 * i + 1] = a[n - 1 - i] * g[n - 1 - i];
+      }
+      if (n & 1) gx[2 * h] = a[h] * g[h];
+    }
+    if (acc) {
+      for (int64_t i = 0; i < h; ++i) acc[i] += x[2 * i] * g[i];
+      for (int64_t i = 0; i < h; ++i) acc[n - 1 - i] += x[2 * i + 1] * g[n - 1 - i];
+      if (n & 1) acc[h] += x[2 * h] * g[h];
+    }
+  } else if constexpr (P == Pattern::None) {
+    if (gx) for (int64_t m = 0; m < n; ++m) gx[m] = a[m] * g[m];
+    if (acc) for (int64_t m = 0; m < n; ++m) acc[m] += x[m] * g[m];
+  } else {  // any other index (Inverse included: rare, and correct through the general loop)
+    if (gx) for (int64_t m = 0; m < n; ++m) gx[ip[m]] = a[m] * g[m];
+    if (acc) for (int64_t m = 0; m < n; ++m) acc[m] += x[ip[m]] * g[m];
+  }
 }
 
 // grad_x[r, idx[m]] = a[m] g[r, m] (if need_x) and grad_a[m] = sum_r x[r, idx[m]] g[r, m] (if need_a),
@@ -144,27 +297,27 @@ std::tuple<Tensor, Tensor> input_grads(const Tensor& g, const Tensor& x, const c
                                        const Tensor& a, bool need_x, bool need_a) {
   const int64_t n = g.size(-1), rows = n ? g.numel() / n : 0;
   const int nt = at::get_num_threads();
+  const Pattern pat = classify(idx, n);
   Tensor gx = need_x ? at::empty(g.sizes(), g.options()) : at::empty({0}, g.options());
   Tensor partial = need_a ? at::zeros({nt, n}, g.options()) : at::empty({0}, g.options());
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "input_grads", [&] {
-    const scalar_t* gp = g.data_ptr<scalar_t>();
-    const scalar_t* xp = x.data_ptr<scalar_t>();
-    const scalar_t* ap = a.data_ptr<scalar_t>();
-    const int64_t* ip = idx_ptr(idx);
-    scalar_t* gxp = need_x ? gx.data_ptr<scalar_t>() : nullptr;
-    scalar_t* pp = need_a ? partial.data_ptr<scalar_t>() : nullptr;
+    using T = scalar_t;
+    const T* gp = g.data_ptr<T>();
+    const T* xp = x.data_ptr<T>();
+    const T* ap = a.data_ptr<T>();
+    const int64_t* ip = idx.has_value() ? idx->data_ptr<int64_t>() : nullptr;
+    T* gxp = need_x ? gx.data_ptr<T>() : nullptr;
+    T* pp = need_a ? partial.data_ptr<T>() : nullptr;
     at::parallel_for(0, rows, grain(n), [&](int64_t r0, int64_t r1) {
-      scalar_t* acc = pp ? pp + at::get_thread_num() * n : nullptr;
+      T* acc = pp ? pp + at::get_thread_num() * n : nullptr;
       for (int64_t r = r0; r < r1; ++r) {
-        const scalar_t* gr = gp + r * n;
-        const scalar_t* xr = xp + r * n;
-        scalar_t* gxr = gxp ? gxp + r * n : nullptr;
-        if (ip) {
-          if (gxr) for (int64_t m = 0; m < n; ++m) gxr[ip[m]] = ap[m] * gr[m];
-          if (acc) for (int64_t m = 0; m < n; ++m) acc[m] += xr[ip[m]] * gr[m];
-        } else {
-          if (gxr) for (int64_t m = 0; m < n; ++m) gxr[m] = ap[m] * gr[m];
-          if (acc) for (int64_t m = 0; m < n; ++m) acc[m] += xr[m] * gr[m];
+        const T* gr = gp + r * n;
+        const T* xr = xp + r * n;
+        T* gxr = gxp ? gxp + r * n : nullptr;
+        switch (pat) {
+          case Pattern::Makhoul: input_grads_row<T, Pattern::Makhoul>(gr, xr, ip, ap, gxr, acc, n); break;
+          case Pattern::None: input_grads_row<T, Pattern::None>(gr, xr, ip, ap, gxr, acc, n); break;
+          default: input_grads_row<T, Pattern::General>(gr, xr, ip, ap, gxr, acc, n);
         }
       }
     });
@@ -176,14 +329,14 @@ std::tuple<Tensor, Tensor> input_grads(const Tensor& g, const Tensor& x, const c
 
 TORCH_LIBRARY(torch_acdc_native, m) {
   m.def("gather_scale(Tensor x, Tensor? idx, Tensor? s, Tensor? b) -> Tensor");
-  m.def("bin_map_(Tensor(a!) z, Tensor d, Tensor w) -> ()");
-  m.def("diag_sums_map_(Tensor v, Tensor(a!) z, Tensor w, Tensor? d) -> Tensor");
+  m.def("bin_map_(Tensor(a!) z, Tensor d, Tensor w, Tensor? add) -> ()");
+  m.def("spectral_grads_(Tensor? v, Tensor(a!) z, Tensor w, Tensor? d, bool zsum) -> (Tensor, Tensor)");
   m.def("input_grads(Tensor g, Tensor x, Tensor? idx, Tensor a, bool need_x, bool need_a) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(torch_acdc_native, CPU, m) {
   m.impl("gather_scale", &gather_scale);
   m.impl("bin_map_", &bin_map_);
-  m.impl("diag_sums_map_", &diag_sums_map_);
+  m.impl("spectral_grads_", &spectral_grads_);
   m.impl("input_grads", &input_grads);
 }
