@@ -6,7 +6,8 @@ one, so ``C^T D C = M^-1 D M`` (diagonals commute). In the packed spectrum z = w
 With G_in / G_out the gathers into and out of Makhoul order (P and P^T for one layer):
 
     forward   y = G_out irfft(conj(w) . dp . w . rfft(a_P * G_in x))                 1 rfft + 1 irfft
-    (a bias b, in Makhoul order, is added before G_out: on the native path as rfft(b) inside the bin map)
+    (a bias b, in Makhoul order, is added before G_out: on the native path by G_out's pass or, without G_out,
+    as rfft(b) inside the bin map)
     backward  zeta = w . rfft(G_out^T grad_y)                                         1 rfft
               grad_d = s^2 * unpack(sum_batch Re/Im(w . rfft(a_P * G_in x)) * Re/Im(zeta))   1 rfft (recompute)
               g = irfft(conj(w) . dp . zeta)  (the middle is symmetric)              1 irfft
@@ -24,6 +25,7 @@ against.
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 
 from .transform import (
     MakhoulTables,
@@ -91,13 +93,15 @@ def _real(z: torch.Tensor) -> torch.Tensor:
 
 
 def _native_forward(x, a_p, d, b_m, in_idx, out_idx, t):
-    """acdc_forward with the fused kernels: gather*a, rfft, bin map (+ the bias's spectrum) in place, irfft,
-    gather: 3 passes, 3 allocations."""
+    """acdc_forward with the fused kernels: gather*a, rfft, bin map in place, irfft, gather: 3 passes, 3
+    allocations. The bias costs no pass: it is added by the output gather, or (no output gather, as inside
+    a stack) as its spectrum rfft(b_m) inside the bin map."""
     k = native.ops()
     z = rfft(k.gather_scale(x, in_idx, a_p, None))
-    k.bin_map_(_real(z), d, _real(t.twiddle), None if b_m is None else _real(rfft(b_m.contiguous())))
+    spectral_bias = b_m is not None and out_idx is None  # else the bias rides on the output gather
+    k.bin_map_(_real(z), d, _real(t.twiddle), _real(rfft(b_m.contiguous())) if spectral_bias else None)
     y = irfft(z, t.n)
-    return k.gather_scale(y, out_idx, None, None) if out_idx is not None else y
+    return k.gather_scale(y, out_idx, None, b_m, True) if out_idx is not None else y
 
 
 def _native_grads(grad_y, x, a_p, d, in_idx, out_inv, needs, t):
@@ -207,7 +211,18 @@ def acdc_gathered(x, a_p, d, gather_in=None, gather_out=None, bias_m=None):
     out_idx, out_inv = gather_out if gather_out is not None else (None, None)
     if torch.compiler.is_compiling():
         return torch.ops.torch_acdc.acdc(x, a_p, d, bias_m, in_idx, in_inv, out_idx, out_inv)
+    if _untracked(x, a_p, d, bias_m):  # inference: skip the autograd Function's ~70 us of per-call overhead
+        with torch.no_grad():
+            return acdc_forward(x, a_p, d, bias_m, in_idx, out_idx)
     return _ACDC.apply(x, a_p, d, bias_m, in_idx, in_inv, out_idx, out_inv)
+
+
+def _untracked(*tensors) -> bool:
+    """True when no autodiff can observe this call: no input needs a gradient (or grad mode is off), no
+    forward-mode dual level is open and no functorch transform (vmap, grad, jvp) is active."""
+    if torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
+        return False
+    return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors)
 
 
 class _Permute(torch.autograd.Function):

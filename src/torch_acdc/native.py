@@ -7,8 +7,8 @@ retried without it if the compiler refuses), in
 ``$TORCH_ACDC_BUILD_DIR`` (default ``~/.cache/torch_acdc``) and loaded with ``torch.ops.load_library``. Ops
 (``torch.ops.torch_acdc_native``), each one parallel pass (``at::parallel_for``) over (rows, n) memory:
 
-* ``gather_scale(x, idx?, s?, b?)``       x[..., idx] * s + b (Makhoul's reorder and its inverse recognised
-                                          and run as vectorised structured loops)
+* ``gather_scale(x, idx?, s?, b?, gb)``   x[..., idx] * s + b (gb: + b[idx]) (Makhoul's reorder and its
+                                          inverse recognised and run as vectorised structured loops)
 * ``bin_map_(z, d, w, add?)``             in place on a raw spectrum (real view (..., h, 2)): the ACDC middle
                                           M^-1 diag(d) M as one symmetric real 2x2 per bin, plus a fixed
                                           spectrum ``add`` (a bias, at no extra pass)
@@ -37,6 +37,7 @@ import torch
 
 __all__ = ["available", "enabled", "usable", "use_native", "build_seconds", "library_path"]
 
+_DTYPES = (torch.float32, torch.float64)
 _SOURCES = sorted((Path(__file__).with_name("csrc")).glob("*.cpp"))
 _state = {"loaded": None, "error": None, "seconds": None, "enabled": os.environ.get("TORCH_ACDC_NATIVE", "1") != "0"}
 
@@ -90,7 +91,7 @@ def _register_fakes() -> None:
     lib = "torch_acdc_native::"
 
     @torch.library.register_fake(lib + "gather_scale")
-    def _(x, idx, s, b):
+    def _(x, idx, s, b, gather_b=False):
         return torch.empty_like(x, memory_format=torch.contiguous_format)
 
     @torch.library.register_fake(lib + "bin_map_")
@@ -146,18 +147,22 @@ def use_native(flag: bool):
         _state["enabled"] = old
 
 
-def _plain_cpu(t: torch.Tensor) -> bool:
-    return (t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
-            and not torch._C._functorch.is_functorch_wrapped_tensor(t)
-            and not torch._C._functorch.is_legacy_batchedtensor(t))
-
-
 def usable(*tensors: torch.Tensor | None) -> bool:
     """Whether the native kernels may run on these tensors now: switched on, outside grad mode (the kernels
-    are not differentiable), plain float32/float64 CPU tensors of one dtype, and the library loads."""
-    ts = [t for t in tensors if t is not None and t.dtype.is_floating_point]
-    return (_state["enabled"] and not torch.is_grad_enabled() and all(map(_plain_cpu, ts))
-            and len({t.dtype for t in ts}) <= 1 and available())
+    are not differentiable) and functorch transforms, plain float32/float64 CPU tensors of one dtype, and the
+    library loads. (Kept cheap: it runs on every call.)"""
+    if not _state["enabled"] or torch.is_grad_enabled() or torch._C._are_functorch_transforms_active():
+        return False
+    dtype = None
+    for t in tensors:
+        if t is None or not t.dtype.is_floating_point:
+            continue
+        if not t.is_cpu or t.dtype not in _DTYPES or (dtype is not None and t.dtype != dtype):
+            return False
+        if torch._C._functorch.is_functorch_wrapped_tensor(t) or torch._C._functorch.is_legacy_batchedtensor(t):
+            return False
+        dtype = t.dtype
+    return available()
 
 
 def ops():

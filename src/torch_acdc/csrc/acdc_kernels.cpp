@@ -83,9 +83,10 @@ void gather_rows(const T* x, T* o, const int64_t* ip, const T* s, const T* b, in
   });
 }
 
-// out[r, j] = x[r, idx[j]] * s[j] + b[j]   (idx, s, b each optional)
+// out[r, j] = x[r, idx[j]] * s[j] + b[j]   (idx, s, b each optional); with gather_b, + b[idx[j]] instead
+// (a bias given in the source order, as when a layer's output leaves Makhoul order).
 Tensor gather_scale(const Tensor& x, const c10::optional<Tensor>& idx, const c10::optional<Tensor>& s,
-                    const c10::optional<Tensor>& b) {
+                    const c10::optional<Tensor>& b, bool gather_b) {
   const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
   Tensor out = at::empty(x.sizes(), x.options());
   const Pattern p = classify(idx, n);
@@ -94,6 +95,12 @@ Tensor gather_scale(const Tensor& x, const c10::optional<Tensor>& idx, const c10
     scalar_t* op = out.data_ptr<scalar_t>();
     const int64_t* ip = idx.has_value() ? idx->data_ptr<int64_t>() : nullptr;
     const scalar_t *sp = opt_ptr<scalar_t>(s), *bp = opt_ptr<scalar_t>(b);
+    std::vector<scalar_t> bg;
+    if (bp && ip && gather_b) {  // O(n) once per call
+      bg.resize(n);
+      for (int64_t j = 0; j < n; ++j) bg[j] = bp[ip[j]];
+      bp = bg.data();
+    }
     switch (p) {
       case Pattern::Makhoul: gather_rows<scalar_t, Pattern::Makhoul>(xp, op, ip, sp, bp, rows, n); break;
       case Pattern::Inverse: gather_rows<scalar_t, Pattern::Inverse>(xp, op, ip, sp, bp, rows, n); break;
@@ -328,7 +335,7 @@ std::tuple<Tensor, Tensor> input_grads(const Tensor& g, const Tensor& x, const c
 }  // namespace
 
 TORCH_LIBRARY(torch_acdc_native, m) {
-  m.def("gather_scale(Tensor x, Tensor? idx, Tensor? s, Tensor? b) -> Tensor");
+  m.def("gather_scale(Tensor x, Tensor? idx, Tensor? s, Tensor? b, bool gather_b=False) -> Tensor");
   m.def("bin_map_(Tensor(a!) z, Tensor d, Tensor w, Tensor? add) -> ()");
   m.def("spectral_grads_(Tensor? v, Tensor(a!) z, Tensor w, Tensor? d, bool zsum) -> (Tensor, Tensor)");
   m.def("input_grads(Tensor g, Tensor x, Tensor? idx, Tensor a, bool need_x, bool need_a) -> (Tensor, Tensor)");
