@@ -24,9 +24,9 @@ Costs per row (rfft-sized FFTs; the two-signal transforms are one batched call e
 8 FFTs for forward+backward with only (x, a, d) saved (ACDC: 5); no division by a or d anywhere. Double
 backward goes through the differentiable torch ops of the backward; forward mode and vmap are explicit.
 
-On CPU (float32/float64, outside grad mode and functorch transforms: :func:`torch_acdc.native.usable`) the
-memory passes between the FFTs are fused native kernels (``torch.ops.torch_acdc_native.afdf_*``, see
-:mod:`torch_acdc.native`): forward stack -> rfft -> mix -> irfft (2 passes); backward rfft(g), stack -> rfft,
+In eager mode on CPU (float32/float64, outside grad mode and functorch transforms, see
+:func:`torch_acdc.native.usable`) the memory passes between the FFTs are fused native kernels
+(``torch.ops.torch_acdc_native.afdf_*``, see :mod:`torch_acdc.native`): forward stack -> rfft -> mix -> irfft (2 passes); backward rfft(g), stack -> rfft,
 one pass for the grad_d sums that overwrites S with (conj(p) G, conj(q) G), irfft, one pass for grad_x and
 grad_a together (3 passes). The pure-torch path below stays the reference and the fallback.
 
@@ -100,6 +100,12 @@ def _real(z: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(z)
 
 
+def _use_native(*tensors: torch.Tensor) -> bool:
+    """The native kernels run in eager mode when :func:`torch_acdc.native.usable`; torch.compile / export
+    trace the pure-torch path (the compiler sees ordinary ops, as before)."""
+    return not torch.compiler.is_compiling() and native.usable(*tensors)
+
+
 def _native_forward(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """The forward with the fused kernels (contiguous inputs): stack, rfft, mix, irfft. 2 passes, 4 buffers."""
     k = native.ops()
@@ -131,14 +137,14 @@ class _AFDF(torch.autograd.Function):
     """y = Re(F^-1 D F A x) for x (..., n) real, a and d (n, 2) real pairs of complex diagonals.
 
     Forward and backward take the fused native kernels when :func:`torch_acdc.native.usable` (float32/float64
-    CPU tensors outside grad mode and functorch transforms), else the pure-torch path below (the reference:
-    CUDA, vmap, double backward)."""
+    CPU tensors outside grad mode and functorch transforms; eager only), else the pure-torch path below (the
+    reference: CUDA, vmap, double backward, torch.compile)."""
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(x, a, d):
-        if native.usable(x, a, d):
+        if _use_native(x, a, d):
             return _native_forward(x.contiguous(), a.contiguous(), d.contiguous())
         return mix(spectra(x, _pairs_t(a)), spectral_weights(d), x.shape[-1])
 
@@ -150,7 +156,7 @@ class _AFDF(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         x, a, d = ctx.saved_tensors
-        if native.usable(grad_y, x, a, d):
+        if _use_native(grad_y, x, a, d):
             return _native_grads(grad_y.contiguous(), x.contiguous(), a.contiguous(), d.contiguous(),
                                  ctx.needs_input_grad)
         n = x.shape[-1]
