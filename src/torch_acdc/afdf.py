@@ -109,26 +109,28 @@ def _use_native(*tensors: torch.Tensor) -> bool:
 def _native_forward(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """The forward with the fused kernels (contiguous inputs): stack, rfft, mix, irfft. 2 passes, 4 buffers."""
     k = native.ops()
-    s = rfft(k.afdf_stack(x, a))
-    return irfft(torch.view_as_complex(k.afdf_mix(_real(s), d)), x.shape[-1])
+    z = k.afdf_mix(_real(rfft(k.afdf_stack(x, a))), d)  # the stack and S are freed before the irfft
+    return irfft(torch.view_as_complex(z), x.shape[-1])
 
 
 def _native_grads(grad_y, x, a, d, needs):
-    """The gradients with the fused kernels (contiguous inputs). With grad_d: rfft(grad_y), stack, rfft, one
-    pass for the grad_d sums that also overwrites S with (conj(p) G, conj(q) G), irfft, one pass for grad_x
-    and grad_a (3 passes, 5 FFTs). Without: rfft, one pass, irfft, one pass (2 passes, 3 FFTs)."""
+    """The gradients with the fused kernels (contiguous inputs). With grad_d: stack, rfft (S), G = rfft(grad_y),
+    one pass for the grad_d sums that also overwrites S with (conj(p) G, conj(q) G), irfft, one pass for
+    grad_x and grad_a (3 passes, 5 FFTs). Without: rfft, one pass, irfft, one pass (2 passes, 3 FFTs)."""
     k = native.ops()
     n = x.shape[-1]
     need_xa = needs[0] or needs[1]
-    g = _real(rfft(grad_y))
     grad_x = grad_a = grad_d = None
+    # Each temporary is released as soon as it is consumed, and S is made before G (lower peak memory).
     if needs[2]:
         s = rfft(k.afdf_stack(x, a))
-        grad_d = k.afdf_grad_spectra_sums_(g, _real(s), d, need_xa)  # s is now the backward spectra
+        grad_d = k.afdf_grad_spectra_sums_(_real(rfft(grad_y)), _real(s), d, need_xa)  # s: backward spectra
     elif need_xa:
-        s = torch.view_as_complex(k.afdf_grad_spectra(g, d))
+        s = torch.view_as_complex(k.afdf_grad_spectra(_real(rfft(grad_y)), d))
     if need_xa:
-        gx, ga = k.afdf_input_grads(irfft(s, n), x, a, needs[0], needs[1])
+        r = irfft(s, n)
+        del s
+        gx, ga = k.afdf_input_grads(r, x, a, needs[0], needs[1])
         grad_x, grad_a = (gx if needs[0] else None), (ga if needs[1] else None)
     return grad_x, grad_a, grad_d
 
