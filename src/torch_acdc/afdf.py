@@ -24,6 +24,12 @@ Costs per row (rfft-sized FFTs; the two-signal transforms are one batched call e
 8 FFTs for forward+backward with only (x, a, d) saved (ACDC: 5); no division by a or d anywhere. Double
 backward goes through the differentiable torch ops of the backward; forward mode and vmap are explicit.
 
+In eager mode on CPU (float32/float64, outside grad mode and functorch transforms, see
+:func:`torch_acdc.native.usable`) the memory passes between the FFTs are fused native kernels
+(``torch.ops.torch_acdc_native.afdf_*``, see :mod:`torch_acdc.native`): forward stack -> rfft -> mix -> irfft (2 passes); backward rfft(g), stack -> rfft,
+one pass for the grad_d sums that overwrites S with (conj(p) G, conj(q) G), irfft, one pass for grad_x and
+grad_a together (3 passes). The pure-torch path below stays the reference and the fallback.
+
 Reference: :func:`afdf_reference` (dense complex128 DFT matrices). Layers: :class:`AFDF` and
 :class:`StackedAFDF` share all their module code with :class:`~torch_acdc.layers.ACDC` and
 :class:`~torch_acdc.layers.StackedACDC` (see :mod:`torch_acdc.layers`).
@@ -32,7 +38,7 @@ from __future__ import annotations
 
 import torch
 
-from . import tables
+from . import native, tables
 from .functional import check_operator_args
 from .layers import DiagonalLayer, DiagonalStack, INITS, init_diagonals_
 from .transform import check_float_input, irfft, rfft
@@ -90,13 +96,58 @@ def _pairs_t(a: torch.Tensor) -> torch.Tensor:
     return a.T.contiguous()
 
 
+def _real(z: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_real(z)
+
+
+def _use_native(*tensors: torch.Tensor) -> bool:
+    """The native kernels run in eager mode when :func:`torch_acdc.native.usable`; torch.compile / export
+    trace the pure-torch path (the compiler sees ordinary ops, as before)."""
+    return not torch.compiler.is_compiling() and native.usable(*tensors)
+
+
+def _native_forward(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """The forward with the fused kernels (contiguous inputs): stack, rfft, mix, irfft. 2 passes, 4 buffers."""
+    k = native.ops()
+    z = k.afdf_mix(_real(rfft(k.afdf_stack(x, a))), d)  # the stack and S are freed before the irfft
+    return irfft(torch.view_as_complex(z), x.shape[-1])
+
+
+def _native_grads(grad_y, x, a, d, needs):
+    """The gradients with the fused kernels (contiguous inputs). With grad_d: stack, rfft (S), G = rfft(grad_y),
+    one pass for the grad_d sums that also overwrites S with (conj(p) G, conj(q) G), irfft, one pass for
+    grad_x and grad_a (3 passes, 5 FFTs). Without: rfft, one pass, irfft, one pass (2 passes, 3 FFTs)."""
+    k = native.ops()
+    n = x.shape[-1]
+    need_xa = needs[0] or needs[1]
+    grad_x = grad_a = grad_d = None
+    # Each temporary is released as soon as it is consumed, and S is made before G (lower peak memory).
+    if needs[2]:
+        s = rfft(k.afdf_stack(x, a))
+        grad_d = k.afdf_grad_spectra_sums_(_real(rfft(grad_y)), _real(s), d, need_xa)  # s: backward spectra
+    elif need_xa:
+        s = torch.view_as_complex(k.afdf_grad_spectra(_real(rfft(grad_y)), d))
+    if need_xa:
+        r = irfft(s, n)
+        del s
+        gx, ga = k.afdf_input_grads(r, x, a, needs[0], needs[1])
+        grad_x, grad_a = (gx if needs[0] else None), (ga if needs[1] else None)
+    return grad_x, grad_a, grad_d
+
+
 class _AFDF(torch.autograd.Function):
-    """y = Re(F^-1 D F A x) for x (..., n) real, a and d (n, 2) real pairs of complex diagonals."""
+    """y = Re(F^-1 D F A x) for x (..., n) real, a and d (n, 2) real pairs of complex diagonals.
+
+    Forward and backward take the fused native kernels when :func:`torch_acdc.native.usable` (float32/float64
+    CPU tensors outside grad mode and functorch transforms; eager only), else the pure-torch path below (the
+    reference: CUDA, vmap, double backward, torch.compile)."""
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(x, a, d):
+        if _use_native(x, a, d):
+            return _native_forward(x.contiguous(), a.contiguous(), d.contiguous())
         return mix(spectra(x, _pairs_t(a)), spectral_weights(d), x.shape[-1])
 
     @staticmethod
@@ -107,6 +158,9 @@ class _AFDF(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         x, a, d = ctx.saved_tensors
+        if _use_native(grad_y, x, a, d):
+            return _native_grads(grad_y.contiguous(), x.contiguous(), a.contiguous(), d.contiguous(),
+                                 ctx.needs_input_grad)
         n = x.shape[-1]
         a_t = _pairs_t(a)
         g = rfft(grad_y)  # (..., h)

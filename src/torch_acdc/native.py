@@ -16,6 +16,15 @@ retried without it if the compiler refuses), in
                                           spectrum) and z <- the bin map, in one pass
 * ``input_grads(g, x, idx?, a, nx, na)``  grad_x = G^T(a * g) and grad_a = sum_batch G(x) * g together
 
+and for AFDF (csrc/afdf_kernels.cpp; x (..., n), a and d (n, 2) real pairs, spectra as real views (..., h, 2)):
+
+* ``afdf_stack(x, a)``                    (a_r x, a_i x) stacked as (..., 2, n): the forward rfft's input
+* ``afdf_mix(s, d)``                      p S_0 + q S_1 into a fresh (..., h, 2) spectrum (p, q from d)
+* ``afdf_grad_spectra(g, d)``             (conj(p) G, conj(q) G) as a fresh (..., 2, h, 2)
+* ``afdf_grad_spectra_sums_(g, s, d, m)`` grad_d (n, 2) from the batch sums G conj(S), and (if m) s <- the
+                                          above in place, in one pass
+* ``afdf_input_grads(r, x, a, nx, na)``   grad_x = a_r r_0 + a_i r_1 and grad_a = sum_batch x r (n, 2) together
+
 :func:`usable` decides per call: native kernels run for float32/float64 CPU tensors outside grad mode and
 functorch transforms; everything else (CUDA, vmap, double backward, low precision) takes the pure-torch path,
 which is also the tested reference. ``TORCH_ACDC_NATIVE=0`` forces the torch path; if the build fails, one
@@ -107,6 +116,27 @@ def _register_fakes() -> None:
     def _(g, x, idx, a, need_x, need_a):
         return (torch.empty_like(g, memory_format=torch.contiguous_format) if need_x else g.new_empty(0),
                 g.new_empty(g.shape[-1]) if need_a else g.new_empty(0))
+
+    @torch.library.register_fake(lib + "afdf_stack")
+    def _(x, a):
+        return x.new_empty(*x.shape[:-1], 2, x.shape[-1])
+
+    @torch.library.register_fake(lib + "afdf_mix")
+    def _(s, d):
+        return s.new_empty(*s.shape[:-3], d.shape[0] // 2 + 1, 2)
+
+    @torch.library.register_fake(lib + "afdf_grad_spectra")
+    def _(g, d):
+        return g.new_empty(*g.shape[:-2], 2, d.shape[0] // 2 + 1, 2)
+
+    @torch.library.register_fake(lib + "afdf_grad_spectra_sums_")
+    def _(g, s, d, map):
+        return g.new_empty(d.shape[0], 2)
+
+    @torch.library.register_fake(lib + "afdf_input_grads")
+    def _(r, x, a, need_x, need_a):
+        return (torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else x.new_empty(0),
+                x.new_empty(a.shape[0], 2) if need_a else x.new_empty(0))
 
 
 def available() -> bool:
