@@ -63,11 +63,23 @@ def test_structured_gathers_equal_index_select(n):
         torch.testing.assert_close(ops.gather_scale(x, idx, None, None), ref, rtol=0, atol=0)
         torch.testing.assert_close(ops.gather_scale(x, idx, s, b), ref * s + b, rtol=1e-15, atol=1e-15)
         torch.testing.assert_close(ops.gather_scale(x, idx, None, b), ref + b, rtol=0, atol=0)
+        inplace, out = x.clone(), torch.empty_like(x)
+        ops.gather_scale_(inplace, idx, s, b)
+        torch.testing.assert_close(inplace, ref * s + b, rtol=1e-15, atol=1e-15)
+        ops.gather_scale_out(out, x, idx, s, None)
+        torch.testing.assert_close(out, ref * s, rtol=1e-15, atol=1e-15)
+        bsrc = b if idx is None else b.index_select(-1, idx)  # gather_b: the bias is gathered with x
+        torch.testing.assert_close(ops.gather_scale(x, idx, None, b, True), ref + bsrc, rtol=0, atol=0)
         g = torch.randn_like(x)
-        gx, ga = ops.input_grads(g, x, idx, s, True, True)
         inv = None if idx is None else inverse(idx)
-        torch.testing.assert_close(gx, (g * s) if inv is None else (g * s).index_select(-1, inv), rtol=1e-15, atol=1e-15)
-        torch.testing.assert_close(ga, (ref * g).reshape(-1, n).sum(0), rtol=1e-12, atol=1e-12)
+        gx_ref = (g * s) if inv is None else (g * s).index_select(-1, inv)
+        ga_ref = (ref * g).reshape(-1, n).sum(0)
+        gx, ga = ops.input_grads(g, x, idx, s, True, True)
+        torch.testing.assert_close(gx, gx_ref, rtol=1e-15, atol=1e-15)
+        torch.testing.assert_close(ga, ga_ref, rtol=1e-12, atol=1e-12)
+        g_inplace = g.clone()
+        torch.testing.assert_close(ops.input_grads_(g_inplace, x, idx, s, True, True), ga_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(g_inplace, gx_ref, rtol=1e-15, atol=1e-15)
 
 
 def test_native_path_is_taken_and_switch_forces_torch(monkeypatch):
@@ -123,6 +135,9 @@ def test_native_ops_pass_opcheck():
     torch.library.opcheck(ops.spectral_grads_, (v, z, w, s, True), **fast)
     torch.library.opcheck(ops.spectral_grads_, (None, z, w, None, True), **fast)
     torch.library.opcheck(ops.input_grads, (x, x.clone(), i, s, True, True), **fast)
+    torch.library.opcheck(ops.input_grads_, (x.clone(), x, i, s, True, True), **fast)
+    torch.library.opcheck(ops.gather_scale_, (x.clone(), i, s, s, True), **fast)
+    torch.library.opcheck(ops.gather_scale_out, (torch.empty_like(x), x, i, s, None), **fast)
 
 
 def test_unavailable_build_warns_once_and_falls_back(monkeypatch):

@@ -101,26 +101,39 @@ def _native_forward(x, a_p, d, b_m, in_idx, out_idx, t):
     spectral_bias = b_m is not None and out_idx is None  # else the bias rides on the output gather
     k.bin_map_(_real(z), d, _real(t.twiddle), _real(rfft(b_m.contiguous())) if spectral_bias else None)
     y = irfft(z, t.n)
-    return k.gather_scale(y, out_idx, None, b_m, True) if out_idx is not None else y
+    if out_idx is not None:
+        k.gather_scale_(y, out_idx, None, b_m, True)  # in place: y is ours, no fresh buffer
+    return y
 
 
 def _native_grads(grad_y, x, a_p, d, in_idx, out_inv, needs, t):
-    """acdc_grads with the fused kernels: 3 FFTs and 4 passes (gather grad_y; gather*a of x; grad_d sums,
-    the bias's spectrum sums and the bin map together; grad_x and grad_a together)."""
+    """acdc_grads with the fused kernels: 3 FFTs and 4 passes (gather grad_y; gather*a of x into the same
+    memory; grad_d sums, the bias's spectrum sums and the bin map together; grad_x and grad_a together, in
+    place on irfft's output). Four (rows, n)-sized allocations, grad_x among them."""
     k = native.ops()
     grad_x = grad_a = grad_d = grad_b = None
-    zeta = rfft(k.gather_scale(grad_y, out_inv, None, None) if out_inv is not None else grad_y)
+    gy = k.gather_scale(grad_y, out_inv, None, None) if out_inv is not None else None
+    zeta = rfft(gy if gy is not None else grad_y)
     need_xa = needs[0] or needs[1]
     if needs[2] or needs[3] or need_xa:
-        v = _real(rfft(k.gather_scale(x, in_idx, a_p, None))) if needs[2] else None
+        v = None
+        if needs[2]:  # u = a_P * G_in(x) into gy's memory when gy is our own (now dead) temporary
+            if gy is not None and gy.shape == x.shape:
+                k.gather_scale_out(gy, x, in_idx, a_p, None)
+                u, gy = gy, None
+            else:
+                u = k.gather_scale(x, in_idx, a_p, None)
+            v = _real(rfft(u))
+            del u
         sums, zsum = k.spectral_grads_(v, _real(zeta), _real(t.twiddle), d if need_xa else None, needs[3])
         if needs[2]:
             grad_d = sums.reshape(-1).index_select(0, t.unpack) * t.scale_sq
         if needs[3]:  # sum_batch G_out^T grad_y = irfft(sum_batch zeta): the FFT is linear
             grad_b = irfft(torch.view_as_complex(zsum), t.n)
     if need_xa:
-        gx, ga = k.input_grads(irfft(zeta, t.n), x, in_idx, a_p, needs[0], needs[1])
-        grad_x, grad_a = (gx if needs[0] else None), (ga if needs[1] else None)
+        g = irfft(zeta, t.n)
+        ga = k.input_grads_(g, x, in_idx, a_p, needs[0], needs[1])  # g becomes grad_x in place
+        grad_x, grad_a = (g if needs[0] else None), (ga if needs[1] else None)
     return grad_x, grad_a, grad_d, grad_b
 
 

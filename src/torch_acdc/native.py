@@ -15,6 +15,9 @@ retried without it if the compiler refuses), in
 * ``spectral_grads_(v?, z, w, d?, zsum)`` batch sums (h, 2) for grad_d, batch sums of z (the bias gradient's
                                           spectrum) and z <- the bin map, in one pass
 * ``input_grads(g, x, idx?, a, nx, na)``  grad_x = G^T(a * g) and grad_a = sum_batch G(x) * g together
+* ``gather_scale_``, ``input_grads_``     the same in place on a temporary (g becomes grad_x): a row at a
+                                          time through an L1 scratch row, no fresh (rows, n) buffer
+* ``gather_scale_out(out, x, ...)``       gather_scale into a dead temporary's memory
 
 and for AFDF (csrc/afdf_kernels.cpp; x (..., n), a and d (n, 2) real pairs, spectra as real views (..., h, 2)):
 
@@ -102,6 +105,18 @@ def _register_fakes() -> None:
     @torch.library.register_fake(lib + "gather_scale")
     def _(x, idx, s, b, gather_b=False):
         return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake(lib + "gather_scale_")
+    def _(x, idx, s, b, gather_b=False):
+        return None
+
+    @torch.library.register_fake(lib + "gather_scale_out")
+    def _(out, x, idx, s, b, gather_b=False):
+        return None
+
+    @torch.library.register_fake(lib + "input_grads_")
+    def _(g, x, idx, a, need_x, need_a):
+        return g.new_empty(g.shape[-1]) if need_a else g.new_empty(0)
 
     @torch.library.register_fake(lib + "bin_map_")
     def _(z, d, w, add):

@@ -69,12 +69,22 @@ void gather_row(const T* __restrict__ x, T* __restrict__ o, const int64_t* __res
   }
 }
 
+// A row's source, safe to read while the row is overwritten: a copy in the task's scratch (L1-resident)
+// when the pass runs in place (in == out), else the row itself.
+template <typename T>
+inline const T* row_source(const T* in, const T* out, std::vector<T>& scratch, int64_t n) {
+  if (in != out) return in;
+  scratch.assign(in, in + n);
+  return scratch.data();
+}
+
 template <typename T, Pattern P>
 void gather_rows(const T* x, T* o, const int64_t* ip, const T* s, const T* b, int64_t rows, int64_t n) {
   at::parallel_for(0, rows, grain(n), [&](int64_t r0, int64_t r1) {
+    std::vector<T> scratch;
     for (int64_t r = r0; r < r1; ++r) {
-      const T* xr = x + r * n;
       T* orow = o + r * n;
+      const T* xr = row_source(x + r * n, orow, scratch, n);
       if (s && b) gather_row<T, P, true, true>(xr, orow, ip, s, b, n);
       else if (s) gather_row<T, P, true, false>(xr, orow, ip, s, b, n);
       else if (b) gather_row<T, P, false, true>(xr, orow, ip, s, b, n);
@@ -84,11 +94,10 @@ void gather_rows(const T* x, T* o, const int64_t* ip, const T* s, const T* b, in
 }
 
 // out[r, j] = x[r, idx[j]] * s[j] + b[j]   (idx, s, b each optional); with gather_b, + b[idx[j]] instead
-// (a bias given in the source order, as when a layer's output leaves Makhoul order).
-Tensor gather_scale(const Tensor& x, const c10::optional<Tensor>& idx, const c10::optional<Tensor>& s,
-                    const c10::optional<Tensor>& b, bool gather_b) {
+// (a bias given in the source order, as when a layer's output leaves Makhoul order). out may be x.
+void gather_scale_into(Tensor& out, const Tensor& x, const c10::optional<Tensor>& idx,
+                       const c10::optional<Tensor>& s, const c10::optional<Tensor>& b, bool gather_b) {
   const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
-  Tensor out = at::empty(x.sizes(), x.options());
   const Pattern p = classify(idx, n);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gather_scale", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
@@ -108,7 +117,27 @@ Tensor gather_scale(const Tensor& x, const c10::optional<Tensor>& idx, const c10
       default: gather_rows<scalar_t, Pattern::None>(xp, op, ip, sp, bp, rows, n);
     }
   });
+}
+
+Tensor gather_scale(const Tensor& x, const c10::optional<Tensor>& idx, const c10::optional<Tensor>& s,
+                    const c10::optional<Tensor>& b, bool gather_b) {
+  Tensor out = at::empty(x.sizes(), x.options());
+  gather_scale_into(out, x, idx, s, b, gather_b);
   return out;
+}
+
+// In place: x[r, j] <- x[r, idx[j]] * s[j] + b[...] (a row at a time through an L1 scratch row: no new
+// (rows, n) buffer, so no fresh memory to fault in).
+void gather_scale_(Tensor x, const c10::optional<Tensor>& idx, const c10::optional<Tensor>& s,
+                   const c10::optional<Tensor>& b, bool gather_b) {
+  gather_scale_into(x, x, idx, s, b, gather_b);
+}
+
+// Into a dead temporary of the same shape (reuses its memory): out <- gather_scale(x, ...).
+void gather_scale_out(Tensor out, const Tensor& x, const c10::optional<Tensor>& idx,
+                      const c10::optional<Tensor>& s, const c10::optional<Tensor>& b, bool gather_b) {
+  TORCH_CHECK(out.sizes() == x.sizes(), "gather_scale_out: out ", out.sizes(), " must have x's shape ", x.sizes());
+  gather_scale_into(out, x, idx, s, b, gather_b);
 }
 
 // ---- the per-bin map ----
@@ -299,13 +328,12 @@ void input_grads_row(const T* __restrict__ g, const T* __restrict__ x, const int
 }
 
 // grad_x[r, idx[m]] = a[m] g[r, m] (if need_x) and grad_a[m] = sum_r x[r, idx[m]] g[r, m] (if need_a),
-// in one pass over g (idx optional: identity). Returns (grad_x, grad_a), an empty tensor for one not needed.
-std::tuple<Tensor, Tensor> input_grads(const Tensor& g, const Tensor& x, const c10::optional<Tensor>& idx,
-                                       const Tensor& a, bool need_x, bool need_a) {
+// in one pass over g (idx optional: identity); gx may be g itself (in place). Returns grad_a (or empty).
+Tensor input_grads_into(Tensor& gx, const Tensor& g, const Tensor& x, const c10::optional<Tensor>& idx,
+                        const Tensor& a, bool need_x, bool need_a) {
   const int64_t n = g.size(-1), rows = n ? g.numel() / n : 0;
   const int nt = at::get_num_threads();
   const Pattern pat = classify(idx, n);
-  Tensor gx = need_x ? at::empty(g.sizes(), g.options()) : at::empty({0}, g.options());
   Tensor partial = need_a ? at::zeros({nt, n}, g.options()) : at::empty({0}, g.options());
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "input_grads", [&] {
     using T = scalar_t;
@@ -317,10 +345,11 @@ std::tuple<Tensor, Tensor> input_grads(const Tensor& g, const Tensor& x, const c
     T* pp = need_a ? partial.data_ptr<T>() : nullptr;
     at::parallel_for(0, rows, grain(n), [&](int64_t r0, int64_t r1) {
       T* acc = pp ? pp + at::get_thread_num() * n : nullptr;
+      std::vector<T> scratch;
       for (int64_t r = r0; r < r1; ++r) {
-        const T* gr = gp + r * n;
-        const T* xr = xp + r * n;
         T* gxr = gxp ? gxp + r * n : nullptr;
+        const T* gr = row_source(gp + r * n, static_cast<const T*>(gxr), scratch, n);
+        const T* xr = xp + r * n;
         switch (pat) {
           case Pattern::Makhoul: input_grads_row<T, Pattern::Makhoul>(gr, xr, ip, ap, gxr, acc, n); break;
           case Pattern::None: input_grads_row<T, Pattern::None>(gr, xr, ip, ap, gxr, acc, n); break;
@@ -329,21 +358,40 @@ std::tuple<Tensor, Tensor> input_grads(const Tensor& g, const Tensor& x, const c
       }
     });
   });
-  return {gx, need_a ? partial.sum(0) : partial};
+  return need_a ? partial.sum(0) : partial;
+}
+
+std::tuple<Tensor, Tensor> input_grads(const Tensor& g, const Tensor& x, const c10::optional<Tensor>& idx,
+                                       const Tensor& a, bool need_x, bool need_a) {
+  Tensor gx = need_x ? at::empty(g.sizes(), g.options()) : at::empty({0}, g.options());
+  Tensor ga = input_grads_into(gx, g, x, idx, a, need_x, need_a);
+  return {gx, ga};
+}
+
+// In place: g <- grad_x (if need_x); returns grad_a (or empty). g is a temporary of the caller.
+Tensor input_grads_(Tensor g, const Tensor& x, const c10::optional<Tensor>& idx, const Tensor& a, bool need_x,
+                    bool need_a) {
+  return input_grads_into(g, g, x, idx, a, need_x, need_a);
 }
 
 }  // namespace
 
 TORCH_LIBRARY(torch_acdc_native, m) {
   m.def("gather_scale(Tensor x, Tensor? idx, Tensor? s, Tensor? b, bool gather_b=False) -> Tensor");
+  m.def("gather_scale_(Tensor(a!) x, Tensor? idx, Tensor? s, Tensor? b, bool gather_b=False) -> ()");
+  m.def("gather_scale_out(Tensor(a!) out, Tensor x, Tensor? idx, Tensor? s, Tensor? b, bool gather_b=False) -> ()");
   m.def("bin_map_(Tensor(a!) z, Tensor d, Tensor w, Tensor? add) -> ()");
   m.def("spectral_grads_(Tensor? v, Tensor(a!) z, Tensor w, Tensor? d, bool zsum) -> (Tensor, Tensor)");
   m.def("input_grads(Tensor g, Tensor x, Tensor? idx, Tensor a, bool need_x, bool need_a) -> (Tensor, Tensor)");
+  m.def("input_grads_(Tensor(a!) g, Tensor x, Tensor? idx, Tensor a, bool need_x, bool need_a) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(torch_acdc_native, CPU, m) {
   m.impl("gather_scale", &gather_scale);
+  m.impl("gather_scale_", &gather_scale_);
+  m.impl("gather_scale_out", &gather_scale_out);
   m.impl("bin_map_", &bin_map_);
   m.impl("spectral_grads_", &spectral_grads_);
   m.impl("input_grads", &input_grads);
+  m.impl("input_grads_", &input_grads_);
 }
