@@ -149,3 +149,4 @@ def test_unavailable_build_warns_once_and_falls_back(monkeypatch):
     assert not native.available()  # no second warning: the result is remembered
     with native.use_native(False):
         torch.testing.assert_close(y, acdc(x, a, d))
+
