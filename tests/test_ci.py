@@ -1,6 +1,8 @@
 """`.ci/run` runs exactly the README's test command, so the documented set-up is the one CI proves."""
 import re
 
+import pytest
+
 from docs_blocks import ROOT
 
 
