@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import statistics
 from pathlib import Path
 
 import torch
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             print(data.describe())
         rows, curves, runs, resumed = [], {}, {}, {}
         for name in args.models:
-            accs = []
+            accs, step_ms = [], []
             for seed in range(args.seed, args.seed + args.seeds):
                 seed_everything(seed)  # the same initial model on every rank
                 model = lib.build_model(name, data.in_features, data.num_classes, args)
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
                     checkpoint_every=args.checkpoint_every, resume=args.resume,
                     overwrite=args.overwrite)
                 accs.append(res.test_accuracy)
+                step_ms.append(res.step_ms)
                 curves.setdefault(name, []).append([h["test_accuracy"] for h in res.history])
                 runs.setdefault(name, []).append(res.history)
                 resumed[label] = res.resumed_from_step
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             mean, std = lib.mean_std(accs)
             rows.append({"model": name, "test_accuracy": mean, "test_accuracy_std": std, "accuracies": accs,
                          "params": cost.params, "mult_adds": cost.mult_adds, "flops": cost.flops,
-                         "architecture": repr(model)})
+                         "step_ms": _median_or_none(step_ms), "architecture": repr(model)})
         if not ctx.is_main:
             return 0
         title = run_title("classify: test accuracy (mean over seeds)", data=data.name,
@@ -93,8 +95,15 @@ def run(args: argparse.Namespace) -> int:
                                           "world_size": ctx.world_size, "resumed_from_step": resumed,
                                           "rows": rows, "histories": runs})
         table = [{"model": r["model"], "test accuracy": f"{r['test_accuracy']:.4f} ± {r['test_accuracy_std']:.4f}",
-                  "params": r["params"], "mult-adds": int(r["mult_adds"]), "FLOPs": int(r["flops"])} for r in rows]
+                  "params": r["params"], "mult-adds": int(r["mult_adds"]), "FLOPs": int(r["flops"]),
+                  "ms/step": "-" if r["step_ms"] is None else f"{r['step_ms']:.2f}"} for r in rows]
         print(f"{ctx.world_size} process(es), {torch.get_num_threads()} thread(s)")
         print(format_table(table))
         print(f"results: {out / 'results.json'}, plot: {out / 'accuracy.png'}")
     return 0
+
+
+def _median_or_none(values):
+    """Median over the seeds' step times (median ms per optimizer step); None if no seed ran a step here."""
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None

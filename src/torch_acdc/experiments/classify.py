@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import statistics
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -116,10 +117,13 @@ def evaluate(model: nn.Module, data: TensorDataset, batch_size: int = 1024,
 @dataclass
 class TrainResult:
     """``history``: one dict per epoch (epoch, train_loss, test_loss, test_accuracy); final test accuracy;
-    ``resumed_from_step``: the checkpoint step training continued from (None for a fresh run)."""
+    ``resumed_from_step``: the checkpoint step training continued from (None for a fresh run);
+    ``step_ms``: median wall time of one optimizer step (forward, backward, update) over the steps this
+    process ran (evaluation and checkpoints excluded; None if it ran none)."""
 
     history: list[dict] = field(default_factory=list)
     resumed_from_step: int | None = None
+    step_ms: float | None = None
 
     @property
     def test_accuracy(self) -> float:
@@ -200,13 +204,16 @@ def train_classifier(model: nn.Module, train_data: TensorDataset, test_data: Ten
 
     bar = tqdm(total=total_steps, initial=run.step, desc=desc, disable=not (progress and ctx.is_main),
                leave=False)
+    step_times = []
     for step in range(run.step, total_steps):
+        started = time.perf_counter()
         idx = batches.indices(step)
         net.train()
         loss = F.cross_entropy(net(x_train[idx].to(ctx.device)), y_train[idx].to(ctx.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        step_times.append(time.perf_counter() - started)
         run.epoch_loss_sum += ctx.all_reduce_sum(loss.detach()).item() / ctx.world_size
         run.step = step + 1
         bar.update()
@@ -220,7 +227,8 @@ def train_classifier(model: nn.Module, train_data: TensorDataset, test_data: Ten
             state.save(run.step, extra={"fingerprint": fingerprint, "history": run.history,
                                         "epoch_loss_sum": run.epoch_loss_sum})
     bar.close()
-    return TrainResult(run.history, run.resumed_from)
+    return TrainResult(run.history, run.resumed_from,
+                       statistics.median(step_times) * 1e3 if step_times else None)
 
 
 # ------------------------------------------------------------------------------------------------ reporting
