@@ -131,3 +131,14 @@ def test_bf16_input_returns_bf16():
     y = s(x.bfloat16())
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), s(x.bfloat16().float()), rtol=2e-2, atol=2e-2)
+
+
+def test_stack_gather_cache_follows_perms():
+    """The fused between-layer gathers are cached per module; loading other permutations (in place, so only
+    the buffer's version changes) must be picked up by the next forward."""
+    torch.manual_seed(0)
+    a, b = StackedACDC(16, 16, depth=3), StackedACDC(16, 16, depth=3)
+    x = torch.randn(4, 16)
+    b(x)  # fills b's cache with its own permutations
+    b.load_state_dict(a.state_dict())
+    torch.testing.assert_close(b(x), a(x))

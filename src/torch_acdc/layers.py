@@ -217,10 +217,25 @@ class DiagonalStack(nn.Module, abc.ABC):
                 if self.activation is not None:
                     h = self.activation(h)
                 if self.permutation is not None:
-                    # v_next[j] = h_P[iperm[q[perm[j]]]]: P^T, the shuffle q and P of the next layer in one gather.
-                    idx = self.perms[i] if order is None else order[1][self.perms[i][order[0]]]
-                    pending = (idx, permutations.inverse(idx))
+                    pending = self._between_gathers(order)[i]
         return h[..., : self.out_features].to(x.dtype)
+
+    def _between_gathers(self, order) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(idx, inverse) of the gather between layer i and i + 1, for each i: v_next[j] = h_P[iperm[q[perm[j]]]]
+        fuses P^T, the shuffle q and P of the next layer (order None: just q). Integer tensors only, cached
+        until ``perms`` changes (its version, storage or device) or the order does."""
+        def build():
+            return [(idx, permutations.inverse(idx))
+                    for idx in (q if order is None else order[1][q[order[0]]] for q in self.perms)]
+
+        if torch.compiler.is_compiling():  # traced: the compiler folds the integer ops
+            return build()
+        key = (self.perms.data_ptr(), self.perms._version, self.perms.device,
+               None if order is None else order[0].data_ptr())
+        cached = self.__dict__.get("_gathers")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_gathers"] = (key, build())
+        return cached[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward(x, use_bias=True)
