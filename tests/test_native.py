@@ -150,3 +150,16 @@ def test_unavailable_build_warns_once_and_falls_back(monkeypatch):
     with native.use_native(False):
         torch.testing.assert_close(y, acdc(x, a, d))
 
+
+
+def test_old_builds_are_pruned(tmp_path):
+    """Each source change builds a new library; only the newest few stay in the build folder."""
+    import os
+
+    for i in range(6):
+        f = tmp_path / f"acdc_kernels-{i:016x}.so"
+        f.write_bytes(b"")
+        os.utime(f, (1000 + i, 1000 + i))
+    (tmp_path / "unrelated.txt").write_text("kept")
+    native._prune(tmp_path, keep=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"acdc_kernels-{i:016x}.so" for i in range(2, 6)] + ["unrelated.txt"]

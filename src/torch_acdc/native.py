@@ -54,12 +54,22 @@ _SOURCES = sorted((Path(__file__).with_name("csrc")).glob("*.cpp"))
 _state = {"loaded": None, "error": None, "seconds": None, "enabled": os.environ.get("TORCH_ACDC_NATIVE", "1") != "0"}
 
 
-def _flags() -> list[str]:
-    from torch.utils.cpp_extension import include_paths, library_paths
+def _compile_flags() -> list[str]:
+    from torch.utils.cpp_extension import include_paths
 
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    return (["-O3", "-std=c++20", "-shared", "-fPIC", "-fopenmp", "-w", f"-D_GLIBCXX_USE_CXX11_ABI={abi}"]
-            + [f"-I{p}" for p in include_paths()] + [f"-L{p}" for p in library_paths()] + ["-lc10", "-ltorch_cpu"])
+    return (["-O3", "-std=c++20", "-fPIC", "-fopenmp", "-w", f"-D_GLIBCXX_USE_CXX11_ABI={abi}"]
+            + [f"-I{p}" for p in include_paths()])
+
+
+def _link_flags() -> list[str]:
+    from torch.utils.cpp_extension import library_paths
+
+    return ["-shared", "-fopenmp"] + [f"-L{p}" for p in library_paths()] + ["-lc10", "-ltorch_cpu"]
+
+
+def _flags() -> list[str]:
+    return _compile_flags() + _link_flags()
 
 
 def _cpu_features() -> bytes:
@@ -81,22 +91,48 @@ def library_path() -> Path:
     return root / f"acdc_kernels-{key.hexdigest()[:16]}.so"
 
 
+def _run_all(commands: list[list[str]]) -> subprocess.CompletedProcess | None:
+    """Run the commands in parallel (one per source file: the cores compile side by side); the first failure."""
+    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in commands]
+    failed = None
+    for cmd, proc in zip(commands, procs):
+        _, err = proc.communicate()
+        if proc.returncode != 0 and failed is None:
+            failed = subprocess.CompletedProcess(cmd, proc.returncode, "", err)
+    return failed
+
+
 def _build(target: Path) -> float:
-    """Compile the source into ``target`` (atomically: concurrent builders never see half a file). Seconds."""
+    """Compile the sources (in parallel) and link them into ``target`` (atomically: concurrent builders never
+    see half a file). Seconds."""
     target.parent.mkdir(parents=True, exist_ok=True)
     cxx = os.environ.get("CXX", "c++")
     print(f"torch_acdc: compiling the native CPU kernels once into {target.parent} ...", file=sys.stderr)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        objects = [str(Path(tmp) / f"{src.stem}.o") for src in _SOURCES]
         out = Path(tmp) / target.name
-        cmd = [cxx, *map(str, _SOURCES), "-o", str(out), *_flags()]
-        proc = subprocess.run([*cmd, "-march=native"], capture_output=True, text=True)
-        if proc.returncode != 0:  # a compiler without -march=native: portable code, still vectorised (SSE2)
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{cxx} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+        failed = None
+        for arch in (["-march=native"], []):  # a compiler without -march=native: portable (SSE2) code
+            failed = _run_all([[cxx, "-c", str(src), "-o", obj, *_compile_flags(), *arch]
+                               for src, obj in zip(_SOURCES, objects)])
+            failed = failed or _run_all([[cxx, *objects, "-o", str(out), *_link_flags()]])
+            if failed is None:
+                break
+        if failed is not None:
+            raise RuntimeError(f"{cxx} failed ({failed.returncode}):\n{failed.stderr[-2000:]}")
         os.replace(out, target)
+    _prune(target.parent, keep=4)
     return time.perf_counter() - start
+
+
+def _prune(root: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest built libraries in ``root`` (older sources / torch versions pile up
+    otherwise). A process that still has one loaded keeps its mapping; a deleted one is rebuilt on demand."""
+    built = sorted(root.glob("acdc_kernels-*.so"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in built[keep:]:
+        with contextlib.suppress(OSError):
+            old.unlink()
 
 
 def _register_fakes() -> None:
