@@ -194,3 +194,15 @@ def test_bench_output_is_silent_apart_from_the_table_and_legend(tmp_path, capfd)
     assert "USDT" not in out + err and "profiler" not in out + err and "CPUAllocator" not in out + err
     assert "f+b / 5 rfft = " in out and "Stack(d) = StackedACDC of depth d" in out
     assert read_results(tmp_path)["rows"][0]["acdc_peak_mb"] >= 0
+
+
+def test_commands_retain_freed_memory_unless_system_malloc(monkeypatch, tmp_path):
+    """Every acdc command first asks glibc to keep freed memory; ``--system-malloc`` opts out."""
+    from torch_acdc import native
+
+    calls = []
+    monkeypatch.setattr(native, "retain_freed_memory", lambda: calls.append(1) or True)
+    assert run_command("cost", "--widths", "64", "--out", tmp_path / "a", "--no-progress") == 0
+    assert calls == [1]
+    assert run_command("cost", "--widths", "64", "--out", tmp_path / "b", "--no-progress", "--system-malloc") == 0
+    assert calls == [1]

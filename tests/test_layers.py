@@ -142,3 +142,12 @@ def test_stack_gather_cache_follows_perms():
     b(x)  # fills b's cache with its own permutations
     b.load_state_dict(a.state_dict())
     torch.testing.assert_close(b(x), a(x))
+
+
+def test_stack_gather_cache_never_keeps_inference_tensors():
+    """Gathers built under inference mode are not cached: training afterwards saves them for backward."""
+    m, x = StackedACDC(12, 12, depth=3), torch.randn(2, 12)
+    with torch.inference_mode():
+        m(x)
+    m(x).sum().backward()
+    assert m.a.grad is not None

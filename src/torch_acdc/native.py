@@ -47,7 +47,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["available", "enabled", "usable", "use_native", "build_seconds", "library_path"]
+__all__ = ["available", "enabled", "usable", "use_native", "build_seconds", "library_path", "retain_freed_memory"]
 
 _DTYPES = (torch.float32, torch.float64)
 _SOURCES = sorted((Path(__file__).with_name("csrc")).glob("*.cpp"))
@@ -249,3 +249,32 @@ def usable(*tensors: torch.Tensor | None) -> bool:
 def ops():
     """The loaded ops namespace (call :func:`usable` first)."""
     return torch.ops.torch_acdc_native
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_MAX = 32 * 2**20  # glibc's upper limit on 64-bit
+
+
+def retain_freed_memory() -> bool:
+    """Ask glibc to keep freed memory for reuse instead of returning it to the kernel: allocations below
+    32 MiB come from the heap (``M_MMAP_THRESHOLD``) and the heap is not trimmed below 1 GiB of free space
+    (``M_TRIM_THRESHOLD``). Process-wide; returns False where it does not apply (not glibc).
+
+    Why: every fresh page the kernel maps in costs a page fault, and with glibc's default (dynamic)
+    thresholds a training step of a large layer frees and re-maps its (B, n) temporaries; on the 2-core VM
+    this made one rfft of (256, 4096) 2.5x slower and a forward+backward ~30% slower (docs/performance.md).
+    The cost: the process keeps its peak heap (RSS does not shrink after a large step). The ``acdc``
+    commands call this at start (``--system-malloc`` opts out); a library import never does.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**30))

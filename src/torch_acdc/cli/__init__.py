@@ -99,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     fill_presets(args, *args._presets)
+    if not getattr(args, "system_malloc", False):
+        from ..native import retain_freed_memory
+
+        retain_freed_memory()
     try:
         return int(args._run(args) or 0)
     except (Exception, KeyboardInterrupt) as exc:

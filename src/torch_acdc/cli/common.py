@@ -23,7 +23,7 @@ __all__ = ["add_common_arguments", "fill_presets", "annotate_presets", "UsageErr
            "positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "finite_float", "fraction",
            "unit_interval"]
 
-COMMON_FLAGS = ("--seed", "--out", "--fast", "--no-progress", "--debug")
+COMMON_FLAGS = ("--seed", "--out", "--fast", "--no-progress", "--overwrite", "--system-malloc", "--debug")
 
 
 class UsageError(Exception):
@@ -70,7 +70,8 @@ unit_interval = _checked("unit_interval", _float, lambda v: 0 <= v < 1, "in [0, 
 
 
 def add_common_arguments(p: argparse.ArgumentParser, command: str, fast_help: str | None = None) -> None:
-    """Add ``--seed``, ``--out``, ``--fast``, ``--no-progress`` and ``--overwrite`` to the sub-command parser ``p``."""
+    """Add ``--seed``, ``--out``, ``--fast``, ``--no-progress``, ``--overwrite``, ``--system-malloc`` and
+    ``--debug`` to the sub-command parser ``p``."""
     group = p.add_argument_group("common flags (every acdc command)")
     group.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
     group.add_argument("--out", default=None, help=f"run folder (default runs/{command}-<time>)")
@@ -78,6 +79,9 @@ def add_common_arguments(p: argparse.ArgumentParser, command: str, fast_help: st
     group.add_argument("--no-progress", action="store_true", help="no progress bars")
     group.add_argument("--overwrite", action="store_true",
                        help="start fresh in an --out that holds an earlier run (refused otherwise)")
+    group.add_argument("--system-malloc", action="store_true",
+                       help="keep glibc's default malloc thresholds (by default acdc commands retain freed "
+                            "memory for reuse: fewer page faults, see docs/performance.md)")
     group.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show the full traceback on errors (also: environment ACDC_DEBUG=1)")
 
