@@ -24,3 +24,14 @@ def stack_by_hand(stack, x, reference, activation=torch.relu):
         if i < stack.depth - 1:
             h = activation(h)[..., stack.perms[i]]
     return h[..., : stack.out_features]
+
+
+def native_and_torch(fn):
+    """(fn() with the native kernels, fn() with the pure-torch path forced): the pair the native tests compare."""
+    from torch_acdc import native
+
+    with native.use_native(True):
+        fast = fn()
+    with native.use_native(False):
+        ref = fn()
+    return fast, ref

@@ -8,18 +8,13 @@ from torch_acdc import ACDC, StackedACDC, acdc, native
 from torch_acdc.functional import acdc_forward, acdc_grads
 from torch_acdc.permutations import inverse
 from torch_acdc.transform import makhoul_permutation
+from operator_checks import native_and_torch
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels could not be built")
 F64 = {"dtype": torch.float64}
 
 
-def _both(fn):
-    """fn() with the native path and with the torch path forced."""
-    with native.use_native(True):
-        fast = fn()
-    with native.use_native(False):
-        ref = fn()
-    return fast, ref
+_both = native_and_torch
 
 
 NEEDS = [(True, True, True, True), (True, False, False, False), (False, True, False, False),

@@ -7,6 +7,7 @@ from torch.autograd import gradcheck, gradgradcheck
 
 from torch_acdc import AFDF, StackedAFDF, afdf, native
 from torch_acdc.afdf import _AFDF
+from operator_checks import native_and_torch
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels could not be built")
 F64 = {"dtype": torch.float64}
@@ -14,13 +15,7 @@ NEEDS = [(True, True, True), (True, False, False), (False, True, False), (False,
          (True, True, False), (False, True, True)]
 
 
-def _both(fn):
-    """fn() with the native path and with the torch path forced."""
-    with native.use_native(True):
-        fast = fn()
-    with native.use_native(False):
-        ref = fn()
-    return fast, ref
+_both = native_and_torch
 
 
 def _run(x, a, d, g, needs):
