@@ -99,7 +99,8 @@ def test_sigkilled_run_resumes_to_identical_parameters(tmp_path):
         _assert_same_training_state(a, b)
         assert b["extra"] == a["extra"]  # per-epoch history, running loss, fingerprint
     ref, res = read_results(ref_dir), read_results(run_dir)
-    assert res["histories"] == ref["histories"] and res["rows"] == ref["rows"]
+    untimed = lambda rows: [{k: v for k, v in r.items() if k != "step_ms"} for r in rows]  # wall time varies
+    assert res["histories"] == ref["histories"] and untimed(res["rows"]) == untimed(ref["rows"])
     assert res["resumed_from_step"] == {"dense-seed0": epochs * STEPS, "acdc-head-seed0": killed_at}
     assert ref["resumed_from_step"] == {"dense-seed0": None, "acdc-head-seed0": None}
 

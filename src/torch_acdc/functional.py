@@ -12,7 +12,7 @@ With G_in / G_out the gathers into and out of Makhoul order (P and P^T for one l
               grad_d = s^2 * unpack(sum_batch Re/Im(w . rfft(a_P * G_in x)) * Re/Im(zeta))   1 rfft (recompute)
               g = irfft(conj(w) . dp . zeta)  (the middle is symmetric)              1 irfft
               grad_x = G_in^T (a_P * g),  grad_a_P = sum_batch G_in(x) * g
-              grad_b = irfft(sum_batch rfft(G_out^T grad_y))  (summed in the grad_d pass: no pass)
+              grad_b = sum_batch G_out^T grad_y  (a column sum of grad_y, then an O(n) gather)
 
 Five FFTs for forward+backward, no division by a or d anywhere, and only x, a_P, d saved for backward (the
 input itself: no extra activation memory). The gathers, the diagonal products, the per-bin map and the batch
@@ -108,14 +108,17 @@ def _native_forward(x, a_p, d, b_m, in_idx, out_idx, t):
 
 def _native_grads(grad_y, x, a_p, d, in_idx, out_inv, needs, t):
     """acdc_grads with the fused kernels: 3 FFTs and 4 passes (gather grad_y; gather*a of x into the same
-    memory; grad_d sums, the bias's spectrum sums and the bin map together; grad_x and grad_a together, in
-    place on irfft's output). Four (rows, n)-sized allocations, grad_x among them."""
+    memory; grad_d sums and the bin map together; grad_x and grad_a together, in place on irfft's output),
+    plus a column sum of grad_y for the bias. Four (rows, n)-sized allocations, grad_x among them."""
     k = native.ops()
     grad_x = grad_a = grad_d = grad_b = None
     gy = k.gather_scale(grad_y, out_inv, None, None) if out_inv is not None else None
     zeta = rfft(gy if gy is not None else grad_y)
     need_xa = needs[0] or needs[1]
-    if needs[2] or needs[3] or need_xa:
+    if needs[3]:  # a plain column sum: exact zeros stay exact (a spectral route would turn them into noise)
+        grad_b = grad_y.reshape(-1, t.n).sum(0)
+        grad_b = grad_b.index_select(0, out_inv) if out_inv is not None else grad_b
+    if needs[2] or need_xa:
         v = None
         if needs[2]:  # u = a_P * G_in(x) into gy's memory when gy is our own (now dead) temporary
             if gy is not None and gy.shape == x.shape:
@@ -125,11 +128,9 @@ def _native_grads(grad_y, x, a_p, d, in_idx, out_inv, needs, t):
                 u = k.gather_scale(x, in_idx, a_p, None)
             v = _real(rfft(u))
             del u
-        sums, zsum = k.spectral_grads_(v, _real(zeta), _real(t.twiddle), d if need_xa else None, needs[3])
+        sums = k.spectral_grads_(v, _real(zeta), _real(t.twiddle), d if need_xa else None)
         if needs[2]:
             grad_d = sums.reshape(-1).index_select(0, t.unpack) * t.scale_sq
-        if needs[3]:  # sum_batch G_out^T grad_y = irfft(sum_batch zeta): the FFT is linear
-            grad_b = irfft(torch.view_as_complex(zsum), t.n)
     if need_xa:
         g = irfft(zeta, t.n)
         ga = k.input_grads_(g, x, in_idx, a_p, needs[0], needs[1])  # g becomes grad_x in place

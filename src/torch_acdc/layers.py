@@ -228,8 +228,11 @@ class DiagonalStack(nn.Module, abc.ABC):
             return [(idx, permutations.inverse(idx))
                     for idx in (q if order is None else order[1][q[order[0]]] for q in self.perms)]
 
-        if torch.compiler.is_compiling() or torch.is_inference_mode_enabled() or self.perms.is_inference():
-            return build()  # traced (the compiler folds the integer ops), or tensors that must not be kept
+        if (torch.compiler.is_compiling() or torch.is_inference_mode_enabled() or self.perms.is_inference()
+                or torch._C._are_functorch_transforms_active()):
+            # traced (the compiler folds the integer ops), or tensors that must not outlive the call
+            # (inference tensors; functorch-wrapped ones when torch.func.functional_call swaps in perms)
+            return build()
         key = (self.perms.data_ptr(), self.perms._version, self.perms.device,
                None if order is None else order[0].data_ptr())
         cached = self.__dict__.get("_gathers")

@@ -12,8 +12,7 @@ retried without it if the compiler refuses), in
 * ``bin_map_(z, d, w, add?)``             in place on a raw spectrum (real view (..., h, 2)): the ACDC middle
                                           M^-1 diag(d) M as one symmetric real 2x2 per bin, plus a fixed
                                           spectrum ``add`` (a bias, at no extra pass)
-* ``spectral_grads_(v?, z, w, d?, zsum)`` batch sums (h, 2) for grad_d, batch sums of z (the bias gradient's
-                                          spectrum) and z <- the bin map, in one pass
+* ``spectral_grads_(v?, z, w, d?)``       batch sums (h, 2) for grad_d and z <- the bin map, in one pass
 * ``input_grads(g, x, idx?, a, nx, na)``  grad_x = G^T(a * g) and grad_a = sum_batch G(x) * g together
 * ``gather_scale_``, ``input_grads_``     the same in place on a temporary (g becomes grad_x): a row at a
                                           time through an L1 scratch row, no fresh (rows, n) buffer
@@ -159,9 +158,8 @@ def _register_fakes() -> None:
         return None
 
     @torch.library.register_fake(lib + "spectral_grads_")
-    def _(v, z, w, d, zsum):
-        h = z.shape[-2]
-        return z.new_empty((h if v is not None else 0, 2)), z.new_empty((h if zsum else 0, 2))
+    def _(v, z, w, d):
+        return z.new_empty((z.shape[-2] if v is not None else 0, 2))
 
     @torch.library.register_fake(lib + "input_grads")
     def _(g, x, idx, a, need_x, need_a):

@@ -208,14 +208,12 @@ void bin_map_(Tensor z, const Tensor& d, const Tensor& w, const c10::optional<Te
 // ---- the backward spectral pass ----
 
 // Bins [k0, k1) of one row, one loop over interleaved pairs: (V) A += V * Z (pairs re*re, im*im) and
-// X += V * swap(Z) (re*im, im*re); (ZS) S += Z; (MAP) Z <- P * Z + Q * swap(Z). acc = [A, X, S] (2h each;
-// S first when there is no V).
-template <typename T, bool V, bool ZS, bool MAP>
+// X += V * swap(Z) (re*im, im*re); (MAP) Z <- P * Z + Q * swap(Z). acc = [A, X] (2h each).
+template <typename T, bool V, bool MAP>
 inline void spectral_block(const T* __restrict__ v, T* __restrict__ z, T* __restrict__ acc, int64_t h,
                            const T* __restrict__ P, const T* __restrict__ Q, int64_t k0, int64_t k1) {
   T* __restrict__ A = acc;
   T* __restrict__ X = acc + 2 * h;
-  T* __restrict__ S = acc + (V ? 4 : 0) * h;
   for (int64_t k = k0; k < k1; ++k) {
     const T z0 = z[2 * k], z1 = z[2 * k + 1];
     if constexpr (V) {
@@ -224,10 +222,6 @@ inline void spectral_block(const T* __restrict__ v, T* __restrict__ z, T* __rest
       A[2 * k + 1] += v1 * z1;
       X[2 * k] += v0 * z1;
       X[2 * k + 1] += v1 * z0;
-    }
-    if constexpr (ZS) {
-      S[2 * k] += z0;
-      S[2 * k + 1] += z1;
     }
     if constexpr (MAP) {
       z[2 * k] = P[2 * k] * z0 + Q[2 * k] * z1;
@@ -238,13 +232,13 @@ inline void spectral_block(const T* __restrict__ v, T* __restrict__ z, T* __rest
 
 // Rows [r0, r1) in blocks of bins (outer) and rows (inner): a block's accumulators stay in L1 while the rows
 // stream past.
-template <typename T, bool V, bool ZS, bool MAP>
+template <typename T, bool V, bool MAP>
 void spectral_rows(const T* v, T* z, T* acc, int64_t h, const T* P, const T* Q, int64_t r0, int64_t r1) {
   constexpr int64_t kBlock = 256;
   for (int64_t k0 = 0; k0 < h; k0 += kBlock) {
     const int64_t k1 = std::min(h, k0 + kBlock);
     for (int64_t row = r0; row < r1; ++row)
-      spectral_block<T, V, ZS, MAP>(V ? v + row * 2 * h : nullptr, z + row * 2 * h, acc, h, P, Q, k0, k1);
+      spectral_block<T, V, MAP>(V ? v + row * 2 * h : nullptr, z + row * 2 * h, acc, h, P, Q, k0, k1);
   }
 }
 
@@ -252,17 +246,14 @@ void spectral_rows(const T* v, T* z, T* acc, int64_t h, const T* P, const T* Q, 
 //  * (if v) sums over rows Re(wV) Re(wZ) and Im(wV) Im(wZ) -> sums (h, 2), the grad_d sums; with |w| = 1,
 //    Re(a)Re(b) = (Re(a conj b) + Re(ab)) / 2 and Im(a)Im(b) = (Re(a conj b) - Re(ab)) / 2 for a = wV,
 //    b = wZ, so the loop only accumulates the products of V and Z (no twiddle) and w^2 is applied once per bin;
-//  * (if zsum) sums Z over rows -> zsum (h, 2) (the spectrum of the bias gradient);
 //  * (if d) maps Z <- BinMap(d, w) Z in place.
-// Returns (sums or empty, zsum or empty).
-std::tuple<Tensor, Tensor> spectral_grads_(const c10::optional<Tensor>& v, Tensor z, const Tensor& w,
-                                           const c10::optional<Tensor>& d, bool zsum) {
+// Returns the sums (empty without v).
+Tensor spectral_grads_(const c10::optional<Tensor>& v, Tensor z, const Tensor& w, const c10::optional<Tensor>& d) {
   const int64_t h = z.size(-2), rows = h ? z.numel() / (2 * h) : 0;
   const int nt = at::get_num_threads();
-  const int64_t nacc = ((v.has_value() ? 2 : 0) + (zsum ? 1 : 0)) * 2 * h;  // accumulator length per thread
-  Tensor partial = at::zeros({nt, std::max<int64_t>(nacc, 1)}, z.options());
+  const int64_t nacc = v.has_value() ? 4 * h : 1;  // accumulator length per thread
+  Tensor partial = at::zeros({nt, nacc}, z.options());
   Tensor sums = at::empty({v.has_value() ? h : 0, 2}, z.options());
-  Tensor zs = at::empty({zsum ? h : 0, 2}, z.options());
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "spectral_grads_", [&] {
     using T = scalar_t;
     const T* vp = opt_ptr<T>(v);
@@ -270,42 +261,31 @@ std::tuple<Tensor, Tensor> spectral_grads_(const c10::optional<Tensor>& v, Tenso
     const std::vector<T> tab = d.has_value() ? bin_table<T>(*d, w) : std::vector<T>();
     const T *P = d.has_value() ? tab.data() : nullptr, *Q = P ? P + 2 * h : nullptr;
     T* pp = partial.data_ptr<T>();
-    const int64_t stride = std::max<int64_t>(nacc, 1);
     // One row range per thread (the partial accumulators are per thread).
     at::parallel_for(0, rows, std::max<int64_t>(grain(2 * h), (rows + nt - 1) / nt), [&](int64_t r0, int64_t r1) {
-      T* acc = pp + at::get_thread_num() * stride;
-      const int mode = (vp ? 4 : 0) + (zsum ? 2 : 0) + (P ? 1 : 0);
-      switch (mode) {
-        case 7: spectral_rows<T, true, true, true>(vp, zp, acc, h, P, Q, r0, r1); break;
-        case 6: spectral_rows<T, true, true, false>(vp, zp, acc, h, P, Q, r0, r1); break;
-        case 5: spectral_rows<T, true, false, true>(vp, zp, acc, h, P, Q, r0, r1); break;
-        case 4: spectral_rows<T, true, false, false>(vp, zp, acc, h, P, Q, r0, r1); break;
-        case 3: spectral_rows<T, false, true, true>(vp, zp, acc, h, P, Q, r0, r1); break;
-        case 2: spectral_rows<T, false, true, false>(vp, zp, acc, h, P, Q, r0, r1); break;
-        case 1: spectral_rows<T, false, false, true>(vp, zp, acc, h, P, Q, r0, r1); break;
-        default: break;
-      }
+      T* acc = pp + at::get_thread_num() * nacc;
+      if (vp && P) spectral_rows<T, true, true>(vp, zp, acc, h, P, Q, r0, r1);
+      else if (vp) spectral_rows<T, true, false>(vp, zp, acc, h, P, Q, r0, r1);
+      else if (P) spectral_rows<T, false, true>(vp, zp, acc, h, P, Q, r0, r1);
     });
+    if (!vp) return;
     // Reduce the per-thread partials and apply the twiddle once per bin.
     std::vector<T> tot(nacc, T(0));
     for (int t = 0; t < nt; ++t)
-      for (int64_t i = 0; i < nacc; ++i) tot[i] += pp[t * stride + i];
+      for (int64_t i = 0; i < nacc; ++i) tot[i] += pp[t * nacc + i];
     const T* wp = w.data_ptr<T>();
-    if (vp) {
-      T* sp = sums.data_ptr<T>();
-      const T *A = tot.data(), *X = A + 2 * h;
-      for (int64_t k = 0; k < h; ++k) {
-        const T wr = wp[2 * k], wi = wp[2 * k + 1], cr = wr * wr - wi * wi, ci = 2 * wr * wi;
-        const T conj_re = A[2 * k] + A[2 * k + 1];                                  // Re(V conj Z)
-        const T prod_re = A[2 * k] - A[2 * k + 1], prod_im = X[2 * k] + X[2 * k + 1];  // V Z
-        const T twisted = cr * prod_re - ci * prod_im;                              // Re(w^2 V Z)
-        sp[2 * k] = (conj_re + twisted) / 2;
-        sp[2 * k + 1] = (conj_re - twisted) / 2;
-      }
+    T* sp = sums.data_ptr<T>();
+    const T *A = tot.data(), *X = A + 2 * h;
+    for (int64_t k = 0; k < h; ++k) {
+      const T wr = wp[2 * k], wi = wp[2 * k + 1], cr = wr * wr - wi * wi, ci = 2 * wr * wi;
+      const T conj_re = A[2 * k] + A[2 * k + 1];                                  // Re(V conj Z)
+      const T prod_re = A[2 * k] - A[2 * k + 1], prod_im = X[2 * k] + X[2 * k + 1];  // V Z
+      const T twisted = cr * prod_re - ci * prod_im;                              // Re(w^2 V Z)
+      sp[2 * k] = (conj_re + twisted) / 2;
+      sp[2 * k + 1] = (conj_re - twisted) / 2;
     }
-    if (zsum) std::copy_n(tot.data() + (vp ? 4 : 0) * h, 2 * h, zs.data_ptr<T>());
   });
-  return {sums, zs};
+  return sums;
 }
 
 // ---- grad_x and grad_a together ----
@@ -403,7 +383,7 @@ TORCH_LIBRARY(torch_acdc_native, m) {
   m.def("gather_scale_(Tensor(a!) x, Tensor? idx, Tensor? s, Tensor? b, bool gather_b=False) -> ()");
   m.def("gather_scale_out(Tensor(a!) out, Tensor x, Tensor? idx, Tensor? s, Tensor? b, bool gather_b=False) -> ()");
   m.def("bin_map_(Tensor(a!) z, Tensor d, Tensor w, Tensor? add) -> ()");
-  m.def("spectral_grads_(Tensor? v, Tensor(a!) z, Tensor w, Tensor? d, bool zsum) -> (Tensor, Tensor)");
+  m.def("spectral_grads_(Tensor? v, Tensor(a!) z, Tensor w, Tensor? d) -> Tensor");
   m.def("input_grads(Tensor g, Tensor x, Tensor? idx, Tensor a, bool need_x, bool need_a) -> (Tensor, Tensor)");
   m.def("input_grads_(Tensor(a!) g, Tensor x, Tensor? idx, Tensor a, bool need_x, bool need_a) -> Tensor");
 }
