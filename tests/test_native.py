@@ -133,6 +133,30 @@ def test_native_ops_pass_opcheck():
     torch.library.opcheck(ops.input_grads_, (x.clone(), x, i, s, True, True), **fast)
     torch.library.opcheck(ops.gather_scale_, (x.clone(), i, s, s, True), **fast)
     torch.library.opcheck(ops.gather_scale_out, (torch.empty_like(x), x, i, s, None), **fast)
+    from torch_acdc.transform import makhoul_tables
+
+    t = makhoul_tables(9, torch.float64, "cpu")
+    perm, iperm = makhoul_permutation(9, "cpu")
+    torch.library.opcheck(ops.acdc_forward, (x, s, s, s, perm, iperm, t.twiddle_pairs), **fast)
+    torch.library.opcheck(ops.acdc_forward, (x, s, s, s, i, None, t.twiddle_pairs), **fast)
+    torch.library.opcheck(ops.acdc_backward, (x.clone(), x, s, s, perm, perm, t.twiddle_pairs, t.unpack,
+                                              t.scale_sq, True, True, True, True), **fast)
+    torch.library.opcheck(ops.acdc_backward, (x.clone(), x, s, s, None, None, t.twiddle_pairs, t.unpack,
+                                              t.scale_sq, False, True, False, False), **fast)
+
+
+@pytest.mark.parametrize("rows", [0, 1])
+def test_composite_ops_on_empty_and_single_row_batches(rows):
+    """The one-call forward/backward ops handle an empty batch (no FFT on zero rows) and a batch of one."""
+    torch.manual_seed(rows)
+    x, a, d, b = torch.randn(rows, 12, **F64), torch.randn(12, **F64), torch.randn(12, **F64), torch.randn(12, **F64)
+    g = torch.randn(rows, 12, **F64)
+    perm, iperm = makhoul_permutation(12, "cpu")
+    with torch.no_grad():
+        fast, ref = native_and_torch(lambda: (acdc_forward(x, a, d, b, perm, iperm),
+                                              *acdc_grads(g, x, a, d, perm, iperm, perm, (True,) * 4)))
+    for f, r in zip(fast, ref):
+        torch.testing.assert_close(f, r, rtol=1e-12, atol=1e-12)
 
 
 def test_unavailable_build_warns_once_and_falls_back(monkeypatch):

@@ -88,54 +88,21 @@ def acdc_forward(x, a_p, d, b_m=None, in_idx=None, out_idx=None):
     return _gather(v if b_m is None else add_(v, b_m), out_idx)
 
 
-def _real(z: torch.Tensor) -> torch.Tensor:
-    return torch.view_as_real(z)
-
-
 def _native_forward(x, a_p, d, b_m, in_idx, out_idx, t):
-    """acdc_forward with the fused kernels: gather*a, rfft, bin map in place, irfft, gather: 3 passes, 3
-    allocations. The bias costs no pass: it is added by the output gather, or (no output gather, as inside
-    a stack) as its spectrum rfft(b_m) inside the bin map."""
-    k = native.ops()
-    z = rfft(k.gather_scale(x, in_idx, a_p, None))
-    spectral_bias = b_m is not None and out_idx is None  # else the bias rides on the output gather
-    k.bin_map_(_real(z), d, _real(t.twiddle), _real(rfft(b_m.contiguous())) if spectral_bias else None)
-    y = irfft(z, t.n)
-    if out_idx is not None:
-        k.gather_scale_(y, out_idx, None, b_m, True)  # in place: y is ours, no fresh buffer
-    return y
+    """acdc_forward as one native op (csrc: gather*a, rfft, bin map in place, irfft, in-place output gather:
+    3 passes, 3 allocations; the bias rides on the output gather, or without one is added as its spectrum
+    rfft(b_m) inside the bin map)."""
+    return native.ops().acdc_forward(x, a_p, d, None if b_m is None else b_m.contiguous(), in_idx, out_idx,
+                                     t.twiddle_pairs)
 
 
 def _native_grads(grad_y, x, a_p, d, in_idx, out_inv, needs, t):
-    """acdc_grads with the fused kernels: 3 FFTs and 4 passes (gather grad_y; gather*a of x into the same
-    memory; grad_d sums and the bin map together; grad_x and grad_a together, in place on irfft's output),
-    plus a column sum of grad_y for the bias. Four (rows, n)-sized allocations, grad_x among them."""
-    k = native.ops()
-    grad_x = grad_a = grad_d = grad_b = None
-    gy = k.gather_scale(grad_y, out_inv, None, None) if out_inv is not None else None
-    zeta = rfft(gy if gy is not None else grad_y)
-    need_xa = needs[0] or needs[1]
-    if needs[3]:  # a plain column sum: exact zeros stay exact (a spectral route would turn them into noise)
-        grad_b = grad_y.reshape(-1, t.n).sum(0)
-        grad_b = grad_b.index_select(0, out_inv) if out_inv is not None else grad_b
-    if needs[2] or need_xa:
-        v = None
-        if needs[2]:  # u = a_P * G_in(x) into gy's memory when gy is our own (now dead) temporary
-            if gy is not None and gy.shape == x.shape:
-                k.gather_scale_out(gy, x, in_idx, a_p, None)
-                u, gy = gy, None
-            else:
-                u = k.gather_scale(x, in_idx, a_p, None)
-            v = _real(rfft(u))
-            del u
-        sums = k.spectral_grads_(v, _real(zeta), _real(t.twiddle), d if need_xa else None)
-        if needs[2]:
-            grad_d = sums.reshape(-1).index_select(0, t.unpack) * t.scale_sq
-    if need_xa:
-        g = irfft(zeta, t.n)
-        ga = k.input_grads_(g, x, in_idx, a_p, needs[0], needs[1])  # g becomes grad_x in place
-        grad_x, grad_a = (g if needs[0] else None), (ga if needs[1] else None)
-    return grad_x, grad_a, grad_d, grad_b
+    """acdc_grads as one native op: 3 FFTs and 4 passes (gather grad_y; gather*a of x into the same memory;
+    grad_d sums and the bin map together; grad_x and grad_a together, in place on irfft's output), plus a
+    column sum of grad_y for the bias. Four (rows, n)-sized allocations, grad_x among them."""
+    grads = native.ops().acdc_backward(grad_y, x, a_p, d, in_idx, out_inv, t.twiddle_pairs, t.unpack,
+                                       t.scale_sq, *needs)
+    return tuple(g if need else None for g, need in zip(grads, needs))
 
 
 def acdc_grads(grad_y, x, a_p, d, in_idx=None, in_inv=None, out_inv=None, needs=(True, True, True, False)):

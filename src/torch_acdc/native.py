@@ -17,6 +17,9 @@ retried without it if the compiler refuses), in
 * ``gather_scale_``, ``input_grads_``     the same in place on a temporary (g becomes grad_x): a row at a
                                           time through an L1 scratch row, no fresh (rows, n) buffer
 * ``gather_scale_out(out, x, ...)``       gather_scale into a dead temporary's memory
+* ``acdc_forward``, ``acdc_backward``     the whole ACDC operator and its gradients, the passes above and
+                                          torch's FFTs called from C++ (one op call each: no Python between
+                                          the passes, which is most of a small layer's cost)
 
 and for AFDF (csrc/afdf_kernels.cpp; x (..., n), a and d (n, 2) real pairs, spectra as real views (..., h, 2)):
 
@@ -152,6 +155,16 @@ def _register_fakes() -> None:
     @torch.library.register_fake(lib + "input_grads_")
     def _(g, x, idx, a, need_x, need_a):
         return g.new_empty(g.shape[-1]) if need_a else g.new_empty(0)
+
+    @torch.library.register_fake(lib + "acdc_forward")
+    def _(x, a_p, d, b_m, in_idx, out_idx, w):
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake(lib + "acdc_backward")
+    def _(grad_y, x, a_p, d, in_idx, out_inv, w, unpack, scale_sq, need_x, need_a, need_d, need_b):
+        n = x.shape[-1]
+        return (torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else x.new_empty(0),
+                *(x.new_empty(n) if need else x.new_empty(0) for need in (need_a, need_d, need_b)))
 
     @torch.library.register_fake(lib + "bin_map_")
     def _(z, d, w, add):

@@ -31,7 +31,8 @@ __all__ = ["dct", "idct", "dct_matrix", "makhoul_tables", "makhoul_permutation",
 class MakhoulTables:
     """Constant tables for length ``n`` on one (dtype, device); cached, never rebuilt per call.
 
-    perm/iperm: (n,) Makhoul reorder and its inverse. twiddle/untwiddle: (h,) complex w and conj(w).
+    perm/iperm: (n,) Makhoul reorder and its inverse. twiddle/untwiddle: (h,) complex w and conj(w);
+    twiddle_pairs: w as contiguous (h, 2) real pairs (for the native kernels).
     unpack: (n,) index into the (h, 2) real view of z giving X; unpack_sign: (n,) +1 / -1.
     pack: (h, 2) index into X giving the real view of z; pack_sign: (h, 2) with 0 where Im z is 0.
     scale / inv_scale / scale_sq: (n,) orthonormal scaling of M, its inverse and its square.
@@ -42,6 +43,7 @@ class MakhoulTables:
     iperm: torch.Tensor
     twiddle: torch.Tensor
     untwiddle: torch.Tensor
+    twiddle_pairs: torch.Tensor
     unpack: torch.Tensor
     unpack_sign: torch.Tensor
     pack: torch.Tensor
@@ -100,6 +102,7 @@ def _build_makhoul_tables(n: int, dtype: torch.dtype, device: torch.device) -> M
         iperm=iperm.to(dev),
         twiddle=twiddle.to(device=dev, dtype=cdtype),
         untwiddle=twiddle.conj().resolve_conj().to(device=dev, dtype=cdtype),
+        twiddle_pairs=torch.view_as_real(twiddle).to(device=dev, dtype=dtype).contiguous(),
         unpack=unpack.to(dev),
         unpack_sign=unpack_sign.to(device=dev, dtype=dtype),
         pack=pack.reshape(-1).to(dev),

@@ -11,6 +11,12 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/fft_irfft.h>
+#include <ATen/ops/fft_rfft.h>
+#include <ATen/ops/index_select.h>
+#include <ATen/ops/mul.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/view_as_real.h>
 #include <ATen/ops/zeros.h>
 #include <c10/util/Optional.h>
 #include <torch/library.h>
@@ -376,6 +382,76 @@ Tensor input_grads_(Tensor g, const Tensor& x, const c10::optional<Tensor>& idx,
   return input_grads_into(g, g, x, idx, a, need_x, need_a);
 }
 
+// ---- the whole operator: one op call per forward and per backward ----
+//
+// The passes above plus torch's own FFTs (at::fft_rfft / at::fft_irfft), called from C++: no Python between
+// the passes, which is most of the cost of a small layer or a batch of one (ACDC's per-call time at B = 1 is
+// dispatch and interpreter overhead, not arithmetic). w: the twiddle as (h, 2) real pairs.
+
+// y = G_out(M^-1 diag(d) M (a_p * G_in(x)) + b_m); the bias rides on the output gather, or without one (a
+// layer inside a stack) is added as its spectrum rfft(b_m) in the bin map.
+Tensor acdc_forward(const Tensor& x, const Tensor& a_p, const Tensor& d, const c10::optional<Tensor>& b_m,
+                    const c10::optional<Tensor>& in_idx, const c10::optional<Tensor>& out_idx, const Tensor& w) {
+  const int64_t n = x.size(-1);
+  if (x.numel() == 0) return at::empty(x.sizes(), x.options());
+  Tensor z = at::fft_rfft(gather_scale(x, in_idx, a_p, c10::nullopt, false));
+  const bool spectral_bias = b_m.has_value() && !out_idx.has_value();
+  bin_map_(at::view_as_real(z), d, w,
+           spectral_bias ? c10::optional<Tensor>(at::view_as_real(at::fft_rfft(*b_m))) : c10::nullopt);
+  Tensor y = at::fft_irfft(z, n);
+  z.reset();
+  if (out_idx.has_value()) gather_scale_(y, out_idx, c10::nullopt, b_m, true);
+  return y;
+}
+
+// Gradients of acdc_forward w.r.t. (x, a_p, d, b_m), each an empty tensor when not needed. 3 FFTs, 4 passes
+// (+ a column sum of grad_y for the bias). unpack, scale_sq: the DCT tables turning the bin sums into grad_d.
+std::tuple<Tensor, Tensor, Tensor, Tensor> acdc_backward(
+    const Tensor& grad_y, const Tensor& x, const Tensor& a_p, const Tensor& d, const c10::optional<Tensor>& in_idx,
+    const c10::optional<Tensor>& out_inv, const Tensor& w, const Tensor& unpack, const Tensor& scale_sq,
+    bool need_x, bool need_a, bool need_d, bool need_b) {
+  const int64_t n = x.size(-1);
+  auto none = [&] { return at::empty({0}, x.options()); };  // distinct tensors: outputs must not alias
+  Tensor grad_x = none(), grad_a = none(), grad_d = none(), grad_b = none();
+  if (need_b) {  // a plain column sum: exact zeros stay exact
+    grad_b = grad_y.reshape({-1, n}).sum(0);
+    if (out_inv.has_value()) grad_b = grad_b.index_select(0, *out_inv);
+  }
+  if (x.numel() == 0) {
+    if (need_x) grad_x = at::empty(x.sizes(), x.options());
+    if (need_a) grad_a = at::zeros({n}, x.options());
+    if (need_d) grad_d = at::zeros({n}, x.options());
+    return {grad_x, grad_a, grad_d, grad_b};
+  }
+  if (!(need_x || need_a || need_d)) return {grad_x, grad_a, grad_d, grad_b};
+  Tensor gy = out_inv.has_value() ? gather_scale(grad_y, out_inv, c10::nullopt, c10::nullopt, false) : Tensor();
+  Tensor zeta = at::fft_rfft(gy.defined() ? gy : grad_y);
+  c10::optional<Tensor> v;
+  if (need_d) {  // u = a_p * G_in(x), into gy's memory when gy is our own (now dead) temporary
+    Tensor u;
+    if (gy.defined()) {
+      gather_scale_out(gy, x, in_idx, a_p, c10::nullopt, false);
+      u = std::move(gy);
+    } else {
+      u = gather_scale(x, in_idx, a_p, c10::nullopt, false);
+    }
+    v = at::view_as_real(at::fft_rfft(u));
+  }
+  gy.reset();
+  const bool need_xa = need_x || need_a;
+  Tensor sums = spectral_grads_(v, at::view_as_real(zeta), w, need_xa ? c10::optional<Tensor>(d) : c10::nullopt);
+  v.reset();
+  if (need_d) grad_d = at::mul(sums.reshape({-1}).index_select(0, unpack), scale_sq);
+  if (need_xa) {
+    Tensor g = at::fft_irfft(zeta, n);
+    zeta.reset();
+    Tensor ga = input_grads_(g, x, in_idx, a_p, need_x, need_a);  // g becomes grad_x in place
+    if (need_x) grad_x = g;
+    if (need_a) grad_a = ga;
+  }
+  return {grad_x, grad_a, grad_d, grad_b};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(torch_acdc_native, m) {
@@ -386,6 +462,10 @@ TORCH_LIBRARY(torch_acdc_native, m) {
   m.def("spectral_grads_(Tensor? v, Tensor(a!) z, Tensor w, Tensor? d) -> Tensor");
   m.def("input_grads(Tensor g, Tensor x, Tensor? idx, Tensor a, bool need_x, bool need_a) -> (Tensor, Tensor)");
   m.def("input_grads_(Tensor(a!) g, Tensor x, Tensor? idx, Tensor a, bool need_x, bool need_a) -> Tensor");
+  m.def("acdc_forward(Tensor x, Tensor a_p, Tensor d, Tensor? b_m, Tensor? in_idx, Tensor? out_idx, Tensor w) -> Tensor");
+  m.def("acdc_backward(Tensor grad_y, Tensor x, Tensor a_p, Tensor d, Tensor? in_idx, Tensor? out_inv, Tensor w, "
+        "Tensor unpack, Tensor scale_sq, bool need_x, bool need_a, bool need_d, bool need_b) -> "
+        "(Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(torch_acdc_native, CPU, m) {
@@ -396,4 +476,6 @@ TORCH_LIBRARY_IMPL(torch_acdc_native, CPU, m) {
   m.impl("spectral_grads_", &spectral_grads_);
   m.impl("input_grads", &input_grads);
   m.impl("input_grads_", &input_grads_);
+  m.impl("acdc_forward", &acdc_forward);
+  m.impl("acdc_backward", &acdc_backward);
 }
