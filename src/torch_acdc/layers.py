@@ -207,7 +207,9 @@ class DiagonalStack(nn.Module, abc.ABC):
             pending = (perm, iperm)
             a = a.index_select(1, perm)
             b = b.index_select(1, perm) if b is not None else None  # biases in the working order
-        d = self.d.to(ct)
+        # one autograd node per parameter (unbind) instead of a select per layer and parameter
+        a, d = a.unbind(0), self.d.to(ct).unbind(0)
+        b = b.unbind(0) if b is not None else None
         for i in range(self.depth):
             last = i == self.depth - 1
             out_gather = (order[1], order[0]) if (last and order is not None) else None
