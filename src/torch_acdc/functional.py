@@ -98,8 +98,9 @@ def _native_forward(x, a_p, d, b_m, in_idx, out_idx, t):
 
 def _native_grads(grad_y, x, a_p, d, in_idx, out_inv, needs, t):
     """acdc_grads as one native op: 3 FFTs and 4 passes (gather grad_y; gather*a of x into the same memory;
-    grad_d sums and the bin map together; grad_x and grad_a together, in place on irfft's output), plus a
-    column sum of grad_y for the bias. Four (rows, n)-sized allocations, grad_x among them."""
+    grad_d sums and the bin map together; grad_x and grad_a together, in place on irfft's output); the bias
+    gradient is a column sum of grad_y, inside the grad_y gather when there is one. Four (rows, n)-sized
+    allocations, grad_x among them."""
     grads = native.ops().acdc_backward(grad_y, x, a_p, d, in_idx, out_inv, t.twiddle_pairs, t.unpack,
                                        t.scale_sq, *needs)
     return tuple(g if need else None for g, need in zip(grads, needs))

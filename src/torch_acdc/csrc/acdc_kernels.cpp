@@ -149,6 +149,39 @@ void gather_scale_(Tensor x, const c10::optional<Tensor>& idx, const c10::option
   gather_scale_into(x, x, idx, s, b, gather_b);
 }
 
+// out = x[..., idx] and its column sums (sum over rows of out, (n,)) in the same pass: the sums are
+// accumulated from each gathered row while it is in L1 (per-thread partials, reduced at the end).
+std::tuple<Tensor, Tensor> gather_colsum(const Tensor& x, const c10::optional<Tensor>& idx) {
+  const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
+  const int nt = at::get_num_threads();
+  Tensor out = at::empty(x.sizes(), x.options());
+  Tensor partial = at::zeros({nt, n}, x.options());
+  const Pattern p = classify(idx, n);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gather_colsum", [&] {
+    using T = scalar_t;
+    const T* xp = x.data_ptr<T>();
+    T* op = out.data_ptr<T>();
+    T* pp = partial.data_ptr<T>();
+    const std::vector<int32_t> i32 = p == Pattern::General ? index32(idx, n) : std::vector<int32_t>();
+    at::parallel_for(0, rows, grain(n), [&](int64_t r0, int64_t r1) {
+      T* __restrict__ acc = pp + at::get_thread_num() * n;
+      std::vector<T> scratch;
+      for (int64_t r = r0; r < r1; ++r) {
+        T* __restrict__ orow = op + r * n;
+        const T* xr = row_source(xp + r * n, orow, scratch, n, p == Pattern::General);
+        switch (p) {
+          case Pattern::Makhoul: gather_row<T, Pattern::Makhoul, false, false>(xr, orow, nullptr, nullptr, nullptr, n); break;
+          case Pattern::Inverse: gather_row<T, Pattern::Inverse, false, false>(xr, orow, nullptr, nullptr, nullptr, n); break;
+          case Pattern::General: gather_row<T, Pattern::General, false, false>(xr, orow, i32.data(), nullptr, nullptr, n); break;
+          default: gather_row<T, Pattern::None, false, false>(xr, orow, nullptr, nullptr, nullptr, n);
+        }
+        for (int64_t j = 0; j < n; ++j) acc[j] += orow[j];
+      }
+    });
+  });
+  return {out, partial.sum(0)};
+}
+
 // Into a dead temporary of the same shape (reuses its memory): out <- gather_scale(x, ...).
 void gather_scale_out(Tensor out, const Tensor& x, const c10::optional<Tensor>& idx,
                       const c10::optional<Tensor>& s, const c10::optional<Tensor>& b, bool gather_b) {
@@ -413,7 +446,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> acdc_backward(
   const int64_t n = x.size(-1);
   auto none = [&] { return at::empty({0}, x.options()); };  // distinct tensors: outputs must not alias
   Tensor grad_x = none(), grad_a = none(), grad_d = none(), grad_b = none();
-  if (need_b) {  // a plain column sum: exact zeros stay exact
+  // The bias gradient is a plain column sum (exact zeros stay exact); with an output gather it is summed
+  // in the gather's own pass.
+  const bool fused_b = need_b && out_inv.has_value() && x.numel() > 0 && (need_x || need_a || need_d);
+  if (need_b && !fused_b) {
     grad_b = grad_y.reshape({-1, n}).sum(0);
     if (out_inv.has_value()) grad_b = grad_b.index_select(0, *out_inv);
   }
@@ -424,7 +460,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> acdc_backward(
     return {grad_x, grad_a, grad_d, grad_b};
   }
   if (!(need_x || need_a || need_d)) return {grad_x, grad_a, grad_d, grad_b};
-  Tensor gy = out_inv.has_value() ? gather_scale(grad_y, out_inv, c10::nullopt, c10::nullopt, false) : Tensor();
+  Tensor gy;
+  if (fused_b) std::tie(gy, grad_b) = gather_colsum(grad_y, out_inv);
+  else if (out_inv.has_value()) gy = gather_scale(grad_y, out_inv, c10::nullopt, c10::nullopt, false);
   Tensor zeta = at::fft_rfft(gy.defined() ? gy : grad_y);
   c10::optional<Tensor> v;
   if (need_d) {  // u = a_p * G_in(x), into gy's memory when gy is our own (now dead) temporary
