@@ -35,3 +35,12 @@ def native_and_torch(fn):
     with native.use_native(False):
         ref = fn()
     return fast, ref
+
+
+def layer_outputs_and_grads(module, x):
+    """(module(x), d/dx, d/dparameters...) of sum(module(x)^2): what the native tests compare per layer."""
+    module.zero_grad(set_to_none=True)
+    xg = x.clone().requires_grad_()
+    y = module(xg)
+    y.square().sum().backward()
+    return y.detach(), xg.grad, *[p.grad for p in module.parameters()]

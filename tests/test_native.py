@@ -8,7 +8,7 @@ from torch_acdc import ACDC, StackedACDC, acdc, native
 from torch_acdc.functional import acdc_forward, acdc_grads
 from torch_acdc.permutations import inverse
 from torch_acdc.transform import makhoul_permutation
-from operator_checks import native_and_torch
+from operator_checks import layer_outputs_and_grads, native_and_torch
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels could not be built")
 F64 = {"dtype": torch.float64}
@@ -104,13 +104,7 @@ def test_layers_match_torch_path_fp32_and_fp64():
     for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
         for m in (ACDC(40, dtype=dtype), StackedACDC(30, 40, depth=3, activation="relu", dtype=dtype)):
             x = torch.randn(5, m.in_features, dtype=dtype)
-
-            def run():
-                xg = x.clone().requires_grad_()
-                m.zero_grad(set_to_none=True)
-                y = m(xg)
-                y.square().sum().backward()
-                return y.detach(), xg.grad, *[p.grad for p in m.parameters()]
+            run = lambda: layer_outputs_and_grads(m, x)  # noqa: E731
 
             for f, r in zip(*_both(run)):
                 torch.testing.assert_close(f, r, rtol=tol, atol=tol)

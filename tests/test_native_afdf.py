@@ -7,7 +7,7 @@ from torch.autograd import gradcheck, gradgradcheck
 
 from torch_acdc import AFDF, StackedAFDF, afdf, native
 from torch_acdc.afdf import _AFDF
-from operator_checks import native_and_torch
+from operator_checks import layer_outputs_and_grads, native_and_torch
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels could not be built")
 F64 = {"dtype": torch.float64}
@@ -93,13 +93,7 @@ def test_layers_match_torch_path_fp32_and_fp64():
         for m in (AFDF(40, dtype=dtype), StackedAFDF(30, 40, depth=3, activation="relu", dtype=dtype),
                   StackedAFDF(33, 17, depth=2, dtype=dtype)):
             x = torch.randn(2, 5, m.in_features, dtype=dtype)
-
-            def run():
-                xg = x.clone().requires_grad_()
-                m.zero_grad(set_to_none=True)
-                y = m(xg)
-                y.square().sum().backward()
-                return y.detach(), xg.grad, *[p.grad for p in m.parameters()]
+            run = lambda: layer_outputs_and_grads(m, x)  # noqa: E731
 
             _assert_all_close(*_both(run), tol)
 

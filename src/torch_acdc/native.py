@@ -1,7 +1,8 @@
 """The fused native CPU kernels (csrc/*.cpp): build on first use, load, fake kernels, switch.
 
 The C++ sources are compiled once per (sources, torch version, compiler flags, CPU features) with the system
-C++ compiler straight into one shared library (no ninja, no pybind11: only ATen headers, ~15-25 s on 2 cores),
+C++ compiler (one process per file, in parallel, then one link) into one shared library (no ninja, no
+pybind11: only ATen headers; ~12 s on 2 cores),
 for the machine's own instruction set (``-march=native``, so loops vectorise to AVX2/AVX-512 where present;
 retried without it if the compiler refuses), in
 ``$TORCH_ACDC_BUILD_DIR`` (default ``~/.cache/torch_acdc``) and loaded with ``torch.ops.load_library``. Ops
