@@ -100,12 +100,6 @@ def _real(z: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(z)
 
 
-def _use_native(*tensors: torch.Tensor) -> bool:
-    """The native kernels run in eager mode when :func:`torch_acdc.native.usable`; torch.compile / export
-    trace the pure-torch path (the compiler sees ordinary ops, as before)."""
-    return not torch.compiler.is_compiling() and native.usable(*tensors)
-
-
 def _native_forward(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """The forward with the fused kernels (contiguous inputs): stack, rfft, mix, irfft. 2 passes, 4 buffers."""
     k = native.ops()
@@ -146,7 +140,7 @@ class _AFDF(torch.autograd.Function):
 
     @staticmethod
     def forward(x, a, d):
-        if _use_native(x, a, d):
+        if native.usable(x, a, d):
             return _native_forward(x.contiguous(), a.contiguous(), d.contiguous())
         return mix(spectra(x, _pairs_t(a)), spectral_weights(d), x.shape[-1])
 
@@ -158,7 +152,7 @@ class _AFDF(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         x, a, d = ctx.saved_tensors
-        if _use_native(grad_y, x, a, d):
+        if native.usable(grad_y, x, a, d):
             return _native_grads(grad_y.contiguous(), x.contiguous(), a.contiguous(), d.contiguous(),
                                  ctx.needs_input_grad)
         n = x.shape[-1]

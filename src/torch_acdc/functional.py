@@ -207,17 +207,18 @@ def acdc_gathered(x, a_p, d, gather_in=None, gather_out=None, bias_m=None):
     out_idx, out_inv = gather_out if gather_out is not None else (None, None)
     if torch.compiler.is_compiling():
         return torch.ops.torch_acdc.acdc(x, a_p, d, bias_m, in_idx, in_inv, out_idx, out_inv)
+    if torch._C._are_functorch_transforms_active():  # vmap / torch.func: the new-style Function
+        return _ACDC.apply(x, a_p, d, bias_m, in_idx, in_inv, out_idx, out_inv)
     if _untracked(x, a_p, d, bias_m):  # inference: no autograd Function at all
         with torch.no_grad():
             return acdc_forward(x, a_p, d, bias_m, in_idx, out_idx)
-    fn = _ACDC if torch._C._are_functorch_transforms_active() else _ACDCEager
-    return fn.apply(x, a_p, d, bias_m, in_idx, in_inv, out_idx, out_inv)
+    return _ACDCEager.apply(x, a_p, d, bias_m, in_idx, in_inv, out_idx, out_inv)
 
 
 def _untracked(*tensors) -> bool:
-    """True when no autodiff can observe this call: no input needs a gradient (or grad mode is off), no
-    forward-mode dual level is open and no functorch transform (vmap, grad, jvp) is active."""
-    if torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
+    """True when no autodiff can observe this call (outside functorch transforms): no input needs a gradient
+    (or grad mode is off) and no forward-mode dual level is open."""
+    if forward_ad._current_level >= 0:
         return False
     return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors)
 

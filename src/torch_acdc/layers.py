@@ -10,7 +10,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from . import permutations
+from . import permutations, tables
 from .functional import acdc, acdc_gathered, permute
 from .transform import check_float_input, compute_dtype, makhoul_permutation
 
@@ -230,16 +230,16 @@ class DiagonalStack(nn.Module, abc.ABC):
             return [(idx, permutations.inverse(idx))
                     for idx in (q if order is None else order[1][q[order[0]]] for q in self.perms)]
 
-        if (torch.compiler.is_compiling() or torch.is_inference_mode_enabled() or self.perms.is_inference()
-                or torch._C._are_functorch_transforms_active()):
-            # traced (the compiler folds the integer ops), or tensors that must not outlive the call
-            # (inference tensors; functorch-wrapped ones when torch.func.functional_call swaps in perms)
+        # Not cached while tracing (the compiler folds the integer ops), nor when perms is an inference
+        # tensor (no version counter) or may be a functorch wrapper (torch.func.functional_call swaps buffers).
+        if tables.tracing() or self.perms.is_inference() or torch._C._are_functorch_transforms_active():
             return build()
         key = (self.perms.data_ptr(), self.perms._version, self.perms.device,
                None if order is None else order[0].data_ptr())
         cached = self.__dict__.get("_gathers")
         if cached is None or cached[0] != key:
-            cached = self.__dict__["_gathers"] = (key, build())
+            with tables.plain_mode():  # plain tensors whatever mode this call runs in (inference mode, ...)
+                cached = self.__dict__["_gathers"] = (key, build())
         return cached[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

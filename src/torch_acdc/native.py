@@ -242,9 +242,10 @@ def use_native(flag: bool):
 
 def usable(*tensors: torch.Tensor | None) -> bool:
     """Whether the native kernels may run on these tensors now: switched on, outside grad mode (the kernels
-    are not differentiable) and functorch transforms, plain float32/float64 CPU tensors of one dtype, and the
-    library loads. (Kept cheap: it runs on every call.)"""
-    if not _state["enabled"] or torch.is_grad_enabled() or torch._C._are_functorch_transforms_active():
+    are not differentiable), functorch transforms and torch.compile / export tracing, plain float32/float64
+    CPU tensors of one dtype, and the library loads. (Kept cheap: it runs on every call.)"""
+    if (not _state["enabled"] or torch.is_grad_enabled() or torch._C._are_functorch_transforms_active()
+            or torch.compiler.is_compiling()):  # tracing records the pure-torch ops
         return False
     dtype = None
     for t in tensors:

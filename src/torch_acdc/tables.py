@@ -24,7 +24,8 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["cached", "clear", "cache_info", "cache_limit", "set_cache_limit", "plain_mode", "DEFAULT_LIMIT_BYTES"]
+__all__ = ["cached", "clear", "cache_info", "cache_limit", "set_cache_limit", "plain_mode", "tracing",
+           "DEFAULT_LIMIT_BYTES"]
 
 DEFAULT_LIMIT_BYTES = 256 * 2**20
 
@@ -63,7 +64,7 @@ def plain_mode():
         yield
 
 
-def _tracing() -> bool:
+def tracing() -> bool:
     """True under torch.compile / torch.export tracing or an active dispatch mode (e.g. FakeTensorMode): the
     tables must then be built in that mode (fake tensors mix only with fake tensors) and not cached."""
     from torch.utils._python_dispatch import _get_current_dispatch_mode
@@ -91,7 +92,7 @@ def cached(builder: Callable) -> Callable:
     name = getattr(builder, "__qualname__", repr(builder))
 
     def lookup(*args):
-        if _tracing():
+        if tracing():
             return builder(*args)
         key = (name, *args)
         with _lock:

@@ -92,30 +92,39 @@ inline const T* row_source(const T* in, const T* out, std::vector<T>& scratch, i
   return scratch.data();
 }
 
+// Rows [0, rows): gather each row, and (partial: per-thread (n,) accumulators) add it into its thread's
+// column sums while it is in L1.
 template <typename T, Pattern P>
-void gather_rows(const T* x, T* o, const int32_t* ip, const T* s, const T* b, int64_t rows, int64_t n) {
+void gather_rows(const T* x, T* o, const int32_t* ip, const T* s, const T* b, T* partial, int64_t rows,
+                 int64_t n) {
   at::parallel_for(0, rows, grain(n), [&](int64_t r0, int64_t r1) {
     std::vector<T> scratch;
+    T* __restrict__ acc = partial ? partial + at::get_thread_num() * n : nullptr;
     for (int64_t r = r0; r < r1; ++r) {
-      T* orow = o + r * n;
+      T* __restrict__ orow = o + r * n;
       const T* xr = row_source(x + r * n, orow, scratch, n, P == Pattern::General);
       if (s && b) gather_row<T, P, true, true>(xr, orow, ip, s, b, n);
       else if (s) gather_row<T, P, true, false>(xr, orow, ip, s, b, n);
       else if (b) gather_row<T, P, false, true>(xr, orow, ip, s, b, n);
       else gather_row<T, P, false, false>(xr, orow, ip, s, b, n);
+      if (acc) for (int64_t j = 0; j < n; ++j) acc[j] += orow[j];
     }
   });
 }
 
 // out[r, j] = x[r, idx[j]] * s[j] + b[j]   (idx, s, b each optional); with gather_b, + b[idx[j]] instead
-// (a bias given in the source order, as when a layer's output leaves Makhoul order). out may be x.
+// (a bias given in the source order, as when a layer's output leaves Makhoul order). out may be x. With
+// colsum, also *colsum = the column sums of out (n,), in the same pass.
 void gather_scale_into(Tensor& out, const Tensor& x, const c10::optional<Tensor>& idx,
-                       const c10::optional<Tensor>& s, const c10::optional<Tensor>& b, bool gather_b) {
+                       const c10::optional<Tensor>& s, const c10::optional<Tensor>& b, bool gather_b,
+                       Tensor* colsum = nullptr) {
   const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
   const Pattern p = classify(idx, n);
+  Tensor partial = colsum ? at::zeros({at::get_num_threads(), n}, x.options()) : Tensor();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gather_scale", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
+    scalar_t* pp = colsum ? partial.data_ptr<scalar_t>() : nullptr;
     const std::vector<int32_t> i32 = p == Pattern::General ? index32(idx, n) : std::vector<int32_t>();
     const int32_t* ip = i32.data();
     const scalar_t *sp = opt_ptr<scalar_t>(s), *bp = opt_ptr<scalar_t>(b);
@@ -127,12 +136,13 @@ void gather_scale_into(Tensor& out, const Tensor& x, const c10::optional<Tensor>
       bp = bg.data();
     }
     switch (p) {
-      case Pattern::Makhoul: gather_rows<scalar_t, Pattern::Makhoul>(xp, op, ip, sp, bp, rows, n); break;
-      case Pattern::Inverse: gather_rows<scalar_t, Pattern::Inverse>(xp, op, ip, sp, bp, rows, n); break;
-      case Pattern::General: gather_rows<scalar_t, Pattern::General>(xp, op, ip, sp, bp, rows, n); break;
-      default: gather_rows<scalar_t, Pattern::None>(xp, op, ip, sp, bp, rows, n);
+      case Pattern::Makhoul: gather_rows<scalar_t, Pattern::Makhoul>(xp, op, ip, sp, bp, pp, rows, n); break;
+      case Pattern::Inverse: gather_rows<scalar_t, Pattern::Inverse>(xp, op, ip, sp, bp, pp, rows, n); break;
+      case Pattern::General: gather_rows<scalar_t, Pattern::General>(xp, op, ip, sp, bp, pp, rows, n); break;
+      default: gather_rows<scalar_t, Pattern::None>(xp, op, ip, sp, bp, pp, rows, n);
     }
   });
+  if (colsum) *colsum = partial.sum(0);
 }
 
 Tensor gather_scale(const Tensor& x, const c10::optional<Tensor>& idx, const c10::optional<Tensor>& s,
@@ -149,37 +159,11 @@ void gather_scale_(Tensor x, const c10::optional<Tensor>& idx, const c10::option
   gather_scale_into(x, x, idx, s, b, gather_b);
 }
 
-// out = x[..., idx] and its column sums (sum over rows of out, (n,)) in the same pass: the sums are
-// accumulated from each gathered row while it is in L1 (per-thread partials, reduced at the end).
+// out = x[..., idx] and its column sums (sum over rows of out, (n,)) in the same pass.
 std::tuple<Tensor, Tensor> gather_colsum(const Tensor& x, const c10::optional<Tensor>& idx) {
-  const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
-  const int nt = at::get_num_threads();
-  Tensor out = at::empty(x.sizes(), x.options());
-  Tensor partial = at::zeros({nt, n}, x.options());
-  const Pattern p = classify(idx, n);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gather_colsum", [&] {
-    using T = scalar_t;
-    const T* xp = x.data_ptr<T>();
-    T* op = out.data_ptr<T>();
-    T* pp = partial.data_ptr<T>();
-    const std::vector<int32_t> i32 = p == Pattern::General ? index32(idx, n) : std::vector<int32_t>();
-    at::parallel_for(0, rows, grain(n), [&](int64_t r0, int64_t r1) {
-      T* __restrict__ acc = pp + at::get_thread_num() * n;
-      std::vector<T> scratch;
-      for (int64_t r = r0; r < r1; ++r) {
-        T* __restrict__ orow = op + r * n;
-        const T* xr = row_source(xp + r * n, orow, scratch, n, p == Pattern::General);
-        switch (p) {
-          case Pattern::Makhoul: gather_row<T, Pattern::Makhoul, false, false>(xr, orow, nullptr, nullptr, nullptr, n); break;
-          case Pattern::Inverse: gather_row<T, Pattern::Inverse, false, false>(xr, orow, nullptr, nullptr, nullptr, n); break;
-          case Pattern::General: gather_row<T, Pattern::General, false, false>(xr, orow, i32.data(), nullptr, nullptr, n); break;
-          default: gather_row<T, Pattern::None, false, false>(xr, orow, nullptr, nullptr, nullptr, n);
-        }
-        for (int64_t j = 0; j < n; ++j) acc[j] += orow[j];
-      }
-    });
-  });
-  return {out, partial.sum(0)};
+  Tensor out = at::empty(x.sizes(), x.options()), colsum;
+  gather_scale_into(out, x, idx, c10::nullopt, c10::nullopt, false, &colsum);
+  return {out, colsum};
 }
 
 // Into a dead temporary of the same shape (reuses its memory): out <- gather_scale(x, ...).
