@@ -1,6 +1,6 @@
 """Large temporaries, page faults and time of one forward+backward, native kernels vs the pure-torch path.
 
-    python benchmarks/temporaries.py [n] [batch] [rounds]      (defaults 4096 256 20)
+    python benchmarks/temporaries.py [--retain] [n] [batch] [rounds]      (defaults 4096 256 20)
 
 For one ``ACDC`` and one depth-4 ``StackedACDC`` (fp32, 2 threads, ``layer(x).backward(g)``) it prints, per
 step and per path: the number of allocations of at least one (batch, n) fp32 tensor's size (from the
@@ -8,6 +8,9 @@ profiler's per-op memory: each op's own net allocation), minor page faults (``ge
 median time. The paths alternate step by step, so machine noise hits both alike. Run it again under
 ``GLIBC_TUNABLES=glibc.malloc.trim_threshold=4000000000:glibc.malloc.mmap_threshold=4000000000`` to see what
 the page faults that remain cost (glibc then keeps freed memory instead of returning it to the kernel).
+It also times one rfft of the same tensor in a tight loop and one rfft of a freshly cloned input (median ms
+and faults per call), the cost of fresh memory on its own; ``--retain`` first calls
+``native.retain_freed_memory()`` (what the acdc commands do).
 """
 import resource
 import statistics
@@ -27,9 +30,24 @@ def large_allocations(step, nbytes: int) -> int:
     return sum(max(e.self_cpu_memory_usage, 0) // nbytes for e in prof.events())
 
 
+def fresh_memory_cost(x, rounds):
+    """Median ms and minor faults per call of rfft(x) and of rfft(x.clone()) (a fresh input each call)."""
+    for name, fn in (("rfft(x)", lambda: torch.fft.rfft(x)), ("rfft(x.clone())", lambda: torch.fft.rfft(x.clone()))):
+        for _ in range(3):
+            fn()
+        ms, faults = [], []
+        for _ in range(rounds):
+            f0, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+            fn()
+            ms.append((time.perf_counter() - t0) * 1e3)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+        print(f"{name:17s} median ms {statistics.median(ms):6.3f}   minor faults/call {statistics.median(faults):6.0f}")
+
+
 def main(n=4096, batch=256, rounds=20):
     torch.set_num_threads(2)
     x, g = torch.randn(batch, n), torch.randn(batch, n)
+    fresh_memory_cost(x, rounds)
     for name, layer in (("ACDC", ACDC(n)), ("StackedACDC(4)", StackedACDC(n, n, 4))):
         def step():
             layer(x).backward(g)
@@ -54,4 +72,8 @@ def main(n=4096, batch=256, rounds=20):
 
 
 if __name__ == "__main__":
-    main(*map(int, sys.argv[1:]))
+    argv = sys.argv[1:]
+    if "--retain" in argv:
+        argv.remove("--retain")
+        native.retain_freed_memory()
+    main(*map(int, argv))
