@@ -196,13 +196,20 @@ def test_bench_output_is_silent_apart_from_the_table_and_legend(tmp_path, capfd)
     assert read_results(tmp_path)["rows"][0]["acdc_peak_mb"] >= 0
 
 
-def test_commands_retain_freed_memory_unless_system_malloc(monkeypatch, tmp_path):
-    """Every acdc command first asks glibc to keep freed memory; ``--system-malloc`` opts out."""
-    from torch_acdc import native
+def test_only_the_console_script_retains_freed_memory(monkeypatch, tmp_path):
+    """The console script first asks glibc to keep freed memory (``--system-malloc`` opts out); ``main()``
+    called from a host process never changes the host's allocator."""
+    import sys
+
+    from torch_acdc import cli, memory
 
     calls = []
-    monkeypatch.setattr(native, "retain_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(memory, "retain_freed_memory", lambda: calls.append(1) or True)
     assert run_command("cost", "--widths", "64", "--out", tmp_path / "a", "--no-progress") == 0
-    assert calls == [1]
-    assert run_command("cost", "--widths", "64", "--out", tmp_path / "b", "--no-progress", "--system-malloc") == 0
-    assert calls == [1]
+    assert calls == []
+    for extra, expected in (([], [1]), (["--system-malloc"], [1])):
+        monkeypatch.setattr(sys, "argv", ["acdc", "cost", "--widths", "64", "--out", str(tmp_path / f"c{len(extra)}"),
+                                          "--no-progress", *extra])
+        with pytest.raises(SystemExit) as stop:
+            cli.console_main()
+        assert stop.value.code == 0 and calls == expected

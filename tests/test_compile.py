@@ -37,16 +37,20 @@ def test_custom_ops_pass_opcheck():
     b = torch.randn(7, dtype=torch.float64, requires_grad=True)
     p = torch.randperm(7)
     ip = torch.argsort(p)
+    q = torch.randperm(7)
+    iq = torch.argsort(q)
     for bias in (None, b):
-        for idx in [(None, None, None, None), (p, ip, ip, p), (p, ip, None, None)]:
-            torch.library.opcheck(torch.ops.torch_acdc.acdc, (v, a, d, bias, *idx))
-            g = torch.randn(3, 7, dtype=torch.float64)
-            torch.library.opcheck(torch.ops.torch_acdc.acdc_grads,
-                                  (g, v.detach(), a.detach(), d.detach(), *idx[:2], idx[3], bias is not None))
+        for param in [(None, None), (q, iq)]:
+            for idx in [(None, None, None, None), (p, ip, ip, p), (p, ip, None, None)]:
+                torch.library.opcheck(torch.ops.torch_acdc.acdc, (v, a, d, bias, *param, *idx))
+                g = torch.randn(3, 7, dtype=torch.float64)
+                torch.library.opcheck(torch.ops.torch_acdc.acdc_grads, (g, v.detach(), a.detach(), d.detach(),
+                                                                        *param, *idx[:2], idx[3], bias is not None))
 
 
 def test_custom_op_gradients_match_gradcheck():
     args = [torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((2, 5), (5,), (5,), (5,))]
     p = torch.randperm(5)
     assert torch.autograd.gradcheck(
-        lambda x, a, d, b: torch.ops.torch_acdc.acdc(x, a, d, b, p, torch.argsort(p), None, None), args)
+        lambda x, a, d, b: torch.ops.torch_acdc.acdc(x, a, d, b, p, torch.argsort(p), p, torch.argsort(p), None,
+                                                     None), args)

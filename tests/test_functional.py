@@ -59,19 +59,27 @@ def test_vmap_over_examples_and_parameters():
     check_vmap_matches_reference(acdc, acdc_reference, x, a, d)
 
 
-def test_saves_only_input_and_diagonals():
+def test_saves_input_diagonals_and_the_forward_spectrum():
+    """By default the forward spectrum (rows, n//2 + 1) complex is kept beside the input (4 FFTs per f+b);
+    with keeping_spectrum(False) only the input and the diagonals are saved (5 FFTs)."""
+    from torch_acdc import dispatch
+
     x, a, d, _ = _args((4,), 16)
-    saved = []
+    for keep in (True, False):
+        saved = []
 
-    def pack(t):
-        saved.append(t)
-        return t
+        def pack(t):
+            saved.append(t)
+            return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        acdc(x, a, d)
-    big = [t for t in saved if t.numel() > 16]
-    assert len(big) == 1 and big[0].shape == x.shape  # the (permuted) input only
-    assert sum(t.numel() for t in saved if t.dtype.is_floating_point) <= x.numel() + 3 * 16
+        with dispatch.keeping_spectrum(keep), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            acdc(x, a, d)
+        big = [t for t in saved if t.numel() > 16]
+        assert big[0].shape == x.shape
+        if keep:
+            assert len(big) == 2 and big[1].shape == (4, 9) and big[1].is_complex()
+        else:
+            assert len(big) == 1
 
 
 def test_no_division_by_diagonals_zero_entries():

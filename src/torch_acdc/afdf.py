@@ -25,7 +25,7 @@ Costs per row (rfft-sized FFTs; the two-signal transforms are one batched call e
 backward goes through the differentiable torch ops of the backward; forward mode and vmap are explicit.
 
 In eager mode on CPU (float32/float64, outside grad mode and functorch transforms, see
-:func:`torch_acdc.native.usable`) the memory passes between the FFTs are fused native kernels
+:func:`torch_acdc.dispatch.kernel`) the memory passes between the FFTs are fused native kernels
 (``torch.ops.torch_acdc_native.afdf_*``, see :mod:`torch_acdc.native`): forward stack -> rfft -> mix -> irfft (2 passes); backward rfft(g), stack -> rfft,
 one pass for the grad_d sums that overwrites S with (conj(p) G, conj(q) G), irfft, one pass for grad_x and
 grad_a together (3 passes). The pure-torch path below stays the reference and the fallback.
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import torch
 
-from . import native, tables
+from . import dispatch, native, tables
 from .functional import check_operator_args
 from .layers import DiagonalLayer, DiagonalStack, INITS, init_diagonals_
 from .transform import check_float_input, irfft, rfft
@@ -129,20 +129,32 @@ def _native_grads(grad_y, x, a, d, needs):
     return grad_x, grad_a, grad_d
 
 
+def _afdf_forward(x, a, d):
+    """y = Re(F^-1 D F A x) on the kernel :func:`torch_acdc.dispatch.kernel` chooses."""
+    if dispatch.kernel(x, a, d, op="afdf") == "native":
+        return _native_forward(x.contiguous(), a.contiguous(), d.contiguous())
+    return mix(spectra(x, _pairs_t(a)), spectral_weights(d), x.shape[-1])
+
+
+def afdf_pairs(x, a, d):
+    """The AFDF operator on real pairs, by :func:`torch_acdc.dispatch.route`: a direct kernel call when no
+    gradient can be observed, else the autograd Function (the compiled route traces it too)."""
+    if dispatch.route(x, a, d) == "inference":
+        return _afdf_forward(x, a, d)
+    return _AFDF.apply(x, a, d)
+
+
 class _AFDF(torch.autograd.Function):
     """y = Re(F^-1 D F A x) for x (..., n) real, a and d (n, 2) real pairs of complex diagonals.
 
-    Forward and backward take the fused native kernels when :func:`torch_acdc.native.usable` (float32/float64
-    CPU tensors outside grad mode and functorch transforms; eager only), else the pure-torch path below (the
-    reference: CUDA, vmap, double backward, torch.compile)."""
+    Forward and backward take the fused native kernels when :func:`torch_acdc.dispatch.kernel` says so, else
+    the pure-torch path below (the reference: CUDA, vmap, double backward, torch.compile)."""
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(x, a, d):
-        if native.usable(x, a, d):
-            return _native_forward(x.contiguous(), a.contiguous(), d.contiguous())
-        return mix(spectra(x, _pairs_t(a)), spectral_weights(d), x.shape[-1])
+        return _afdf_forward(x, a, d)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -152,7 +164,7 @@ class _AFDF(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         x, a, d = ctx.saved_tensors
-        if native.usable(grad_y, x, a, d):
+        if dispatch.kernel(grad_y, x, a, d, op="afdf") == "native":
             return _native_grads(grad_y.contiguous(), x.contiguous(), a.contiguous(), d.contiguous(),
                                  ctx.needs_input_grad)
         n = x.shape[-1]
@@ -227,7 +239,7 @@ def afdf(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor, bias: torch.Tensor |
     mode (also twice), forward mode and under vmap.
     """
     a, d, ct = check_afdf_args(x, a, d, bias)
-    y = _AFDF.apply(x.to(ct), a.to(ct), d.to(ct))
+    y = afdf_pairs(x.to(ct), a.to(ct), d.to(ct))
     if bias is not None:
         y = y + bias.to(ct)
     return y.to(x.dtype)
@@ -304,4 +316,4 @@ class StackedAFDF(DiagonalStack):
     init_diagonal_ = staticmethod(init_complex_diagonals_)
 
     def layer(self, h: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        return _AFDF.apply(h, a, d)
+        return afdf_pairs(h, a, d)

@@ -9,14 +9,16 @@ With G_in / G_out the gathers into and out of Makhoul order (P and P^T for one l
     (a bias b, in Makhoul order, is added before G_out: on the native path by G_out's pass or, without G_out,
     as rfft(b) inside the bin map)
     backward  zeta = w . rfft(G_out^T grad_y)                                         1 rfft
-              grad_d = s^2 * unpack(sum_batch Re/Im(w . rfft(a_P * G_in x)) * Re/Im(zeta))   1 rfft (recompute)
+              grad_d = s^2 * unpack(sum_batch Re/Im(w . V) * Re/Im(zeta))   V = rfft(a_P * G_in x) kept
+                                                                              from the forward (or 1 rfft)
               g = irfft(conj(w) . dp . zeta)  (the middle is symmetric)              1 irfft
               grad_x = G_in^T (a_P * g),  grad_a_P = sum_batch G_in(x) * g
               grad_b = sum_batch G_out^T grad_y  (a column sum of grad_y, then an O(n) gather)
 
-Five FFTs for forward+backward, no division by a or d anywhere, and only x, a_P, d saved for backward (the
-input itself: no extra activation memory). The gathers, the diagonal products, the per-bin map and the batch
-reductions are single fused passes (:mod:`torch_acdc.kernels`). A stack keeps its layers in Makhoul order and
+Four FFTs for forward+backward (five with ``dispatch.keeping_spectrum(False)``), no division by a or d
+anywhere; saved for backward: x, a, d and V (one complex (rows, n//2 + 1) tensor, about x's size). The
+gathers, the diagonal products, the per-bin map and the batch reductions are single fused passes (native:
+``csrc/cpu``; pure torch: :mod:`torch_acdc.passes`). Which runs is :mod:`torch_acdc.dispatch`'s decision. A stack keeps its layers in Makhoul order and
 fuses P^T of one layer, the shuffle and P of the next into one input gather.
 
 Reference: :func:`acdc_reference` (dense float64 matrices), the plain implementation everything is tested
@@ -25,7 +27,6 @@ against.
 from __future__ import annotations
 
 import torch
-import torch.autograd.forward_ad as forward_ad
 
 from .transform import (
     MakhoulTables,
@@ -35,11 +36,12 @@ from .transform import (
     makhoul_permutation,
     irfft,
     makhoul_tables,
+    peek_makhoul_tables,
     rfft,
     spectrum,
 )
-from . import native
-from .kernels import add_, diag_sums, gather_mul_sum, gather_scale, spectral_map_
+from . import dispatch, native
+from .passes import add_, diag_sums, gather_mul_sum, gather_scale, spectral_map_
 
 __all__ = ["acdc", "acdc_reference", "acdc_gathered", "permute", "packed_diagonal"]
 
@@ -63,10 +65,11 @@ def middle(v: torch.Tensor, d: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
     return middle_from_spectrum(rfft(v), d, t, pre=t.twiddle)
 
 
-def diag_grad_from_spectra(V: torch.Tensor, zeta: torch.Tensor, t: MakhoulTables) -> torch.Tensor:
+def diag_grad_from_spectra(V: torch.Tensor, zeta: torch.Tensor, t: MakhoulTables, saved: bool = False) -> torch.Tensor:
     """s_k^2 * sum_batch (M u)[k] (M g)[k] from V = rfft(P u) (not yet twiddled) and zeta = M g (packed):
-    the gradient of <g, M^-1 diag(d) M u> with respect to d. (..., h) x2 -> (n,)."""
-    sums = diag_sums(V, zeta, t.twiddle).reshape(t.bins * 2)
+    the gradient of <g, M^-1 diag(d) M u> with respect to d. (..., h) x2 -> (n,). ``saved``: V is a kept
+    forward spectrum (never written; a backward may run twice)."""
+    sums = diag_sums(V * t.twiddle if saved else V, zeta, None if saved else t.twiddle).reshape(t.bins * 2)
     return sums.index_select(-1, t.unpack) * t.scale_sq
 
 
@@ -74,153 +77,150 @@ def _gather(x, idx):
     return x if idx is None else gather_scale(x, idx, None)
 
 
-def acdc_forward(x, a_p, d, b_m=None, in_idx=None, out_idx=None):
-    """y = G_out(M^-1 diag(d) M (a_P * G_in(x)) + b_m) where G(x) = x[..., idx] (None: no gather).
+def _param(p, idx):
+    """A parameter in the layer's middle order: p[idx] (None idx: p itself)."""
+    return p if (p is None or idx is None) else p.index_select(-1, idx)
 
-    With G_in = Makhoul's P and G_out = P^T this is ACDC (b_m: its bias in Makhoul order, or None); a stack
-    keeps G_out = None (stays in Makhoul order) and fuses the next layer's G_in with the shuffle.
-    x (..., n), a_p, d, b_m (n,). 2 FFTs. Native path: 3 passes, the bias added in the spectrum (no pass).
+
+def acdc_forward(x, a, d, b=None, p_idx=None, in_idx=None, out_idx=None, keep=False):
+    """(y, V): y = G_out(M^-1 diag(d) M (a_p * G_in(x)) + b_p) where G(x) = x[..., idx] (None: no gather) and
+    a_p = a[p_idx], b_p = b[p_idx] (the layer's parameters in its middle's order; None: as given).
+
+    With G_in = Makhoul's P, G_out = P^T and p_idx = P this is ACDC; a stack keeps G_out = None (stays in
+    Makhoul order) and fuses the next layer's G_in with the shuffle. x (..., n), a, d, b (n,). 2 FFTs.
+    ``keep``: also return the raw forward spectrum V = rfft(a_p * G_in x) (else V is None), which spares
+    the backward one FFT. The kernel is :func:`torch_acdc.dispatch.kernel`'s choice.
     """
     t = makhoul_tables(x.shape[-1], x.dtype, x.device)
-    if native.usable(x, a_p, d, b_m):
-        return _native_forward(x.contiguous(), a_p.contiguous(), d.contiguous(), b_m, in_idx, out_idx, t)
-    v = middle(gather_scale(x, in_idx, a_p), d, t)
-    return _gather(v if b_m is None else add_(v, b_m), out_idx)
+    if dispatch.kernel(x, a, d, b) == "native":
+        y, v = native.ops().acdc_forward(x, a, d, b, p_idx, in_idx, out_idx, t.twiddle_pairs, keep)
+        return y, (v if keep and v.numel() else None)
+    a_p, b_p = _param(a, p_idx), _param(b, p_idx)
+    z = rfft(gather_scale(x, in_idx, a_p))
+    v = z.clone() if keep else None
+    y = middle_from_spectrum(z, d, t, pre=t.twiddle)
+    return _gather(y if b_p is None else add_(y, b_p), out_idx), v
 
 
-def _native_forward(x, a_p, d, b_m, in_idx, out_idx, t):
-    """acdc_forward as one native op (csrc: gather*a, rfft, bin map in place, irfft, in-place output gather:
-    3 passes, 3 allocations; the bias rides on the output gather, or without one is added as its spectrum
-    rfft(b_m) inside the bin map)."""
-    return native.ops().acdc_forward(x, a_p, d, None if b_m is None else b_m.contiguous(), in_idx, out_idx,
-                                     t.twiddle_pairs)
+def acdc_grads(grad_y, x, a, d, v=None, p_idx=None, p_inv=None, in_idx=None, in_inv=None, out_inv=None,
+               needs=(True, True, True, False)):
+    """Gradients of :func:`acdc_forward` w.r.t. (x, a, d, b) (None where ``needs`` is False). 3 FFTs, or 2
+    given the kept forward spectrum ``v`` (used only when the backward itself is not differentiated).
 
-
-def _native_grads(grad_y, x, a_p, d, in_idx, out_inv, needs, t):
-    """acdc_grads as one native op: 3 FFTs and 4 passes (gather grad_y; gather*a of x into the same memory;
-    grad_d sums and the bin map together; grad_x and grad_a together, in place on irfft's output); the bias
-    gradient is a column sum of grad_y, inside the grad_y gather when there is one. Four (rows, n)-sized
-    allocations, grad_x among them."""
-    grads = native.ops().acdc_backward(grad_y, x, a_p, d, in_idx, out_inv, t.twiddle_pairs, t.unpack,
-                                       t.scale_sq, *needs)
-    return tuple(g if need else None for g, need in zip(grads, needs))
-
-
-def acdc_grads(grad_y, x, a_p, d, in_idx=None, in_inv=None, out_inv=None, needs=(True, True, True, False)):
-    """Gradients of :func:`acdc_forward` w.r.t. (x, a_p, d, b_m) (None where ``needs`` is False). 3 FFTs.
-
-    zeta = M G_out^T grad_y is shared: grad_d = s^2 sum_batch (M a_P G_in x)(zeta) (1 rfft recomputes the
-    forward spectrum from x: nothing but x, a, d is saved), and since the middle is symmetric,
-    g = M^-1 D zeta gives grad_x = G_in^T (a_P * g) and grad_a_P = sum_batch G_in(x) * g;
-    grad_b_m = sum_batch G_out^T grad_y. Fused kernels where possible; with grad mode on (double backward)
-    all plain differentiable torch ops. No division anywhere.
+    zeta = M G_out^T grad_y is shared: grad_d = s^2 sum_batch (M a_p G_in x)(zeta), and since the middle is
+    symmetric, g = M^-1 D zeta gives grad_x = G_in^T (a_p * g) and grad_a_p = sum_batch G_in(x) * g;
+    grad_b_p = sum_batch G_out^T grad_y; grad_a = grad_a_p[p_inv] (and the same for b). Native kernels when
+    :func:`torch_acdc.dispatch.kernel` allows; with grad mode on (double backward) plain differentiable torch
+    ops. No division anywhere.
     """
     t = makhoul_tables(x.shape[-1], x.dtype, x.device)
-    if native.usable(grad_y, x, a_p, d):
-        return _native_grads(grad_y.contiguous(), x.contiguous(), a_p.contiguous(), d.contiguous(), in_idx,
-                             out_inv, needs, t)
+    if dispatch.kernel(grad_y, x, a, d) == "native":
+        grads = native.ops().acdc_backward(grad_y, x, a, d, v, p_idx, in_idx, out_inv, t.twiddle_pairs, t.unpack,
+                                           t.scale_sq, *needs)
+        return tuple(g if need else None for g, need in zip(grads, needs))
+    if torch.is_grad_enabled():
+        v = None  # a differentiated backward recomputes the spectrum from x, a (V's own dependencies)
+    a_p = _param(a, p_idx)
     grad_x = grad_a = grad_d = grad_b = None
     gy = _gather(grad_y, out_inv)
     if needs[3]:
-        grad_b = gy.reshape(-1, t.n).sum(0)
+        grad_b = _param(gy.reshape(-1, t.n).sum(0), p_inv)
     zeta = spectrum(gy, t)
-    v = _gather(x, in_idx) if (needs[1] or needs[2]) else None  # one gather serves both grad_d and grad_a
+    u = _gather(x, in_idx) if (needs[1] or (needs[2] and v is None)) else None
     if needs[2]:
-        grad_d = diag_grad_from_spectra(rfft(v * a_p), zeta, t)
+        grad_d = diag_grad_from_spectra(rfft(u * a_p), zeta, t) if v is None else diag_grad_from_spectra(v, zeta, t, True)
     if needs[0] or needs[1]:
         g = middle_from_spectrum(zeta, d, t)
         if needs[0]:
             grad_x = gather_scale(g, in_inv, a_p if in_inv is None else a_p.index_select(-1, in_inv))
         if needs[1]:
-            grad_a = gather_mul_sum(g, v, None)
+            grad_a = _param(gather_mul_sum(g, u, None), p_inv)
     return grad_x, grad_a, grad_d, grad_b
 
 
 class _ACDC(torch.autograd.Function):
-    """The ACDC operator with its gathers and bias (see :func:`acdc_forward`). Inputs: x (..., n), a_p (n,),
-    d (n,), b_m (n,) or None, then the index tensors in_idx, in_inv, out_idx, out_inv (each None or a
-    permutation and its inverse).
+    """The ACDC operator with its parameter order, gathers and bias (see :func:`acdc_forward`), for the
+    ``functorch`` route. Inputs: x (..., n), a (n,), d (n,), b (n,) or None, then the index tensors p_idx,
+    p_inv, in_idx, in_inv, out_idx, out_inv (each None or a permutation / its inverse).
 
-    Saves x, a_p, d (and the indices) only. Backward: :func:`acdc_grads` (differentiable again, so double
+    Saves x, a, d (and the indices) only. Backward: :func:`acdc_grads` (differentiable again, so double
     backward works); forward mode: the product rule on the bilinear map; vmap: generated.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, a_p, d, b_m, in_idx, in_inv, out_idx, out_inv):
-        return acdc_forward(x, a_p, d, b_m, in_idx, out_idx)
+    def forward(x, a, d, b, p_idx, p_inv, in_idx, in_inv, out_idx, out_inv):
+        return acdc_forward(x, a, d, b, p_idx, in_idx, out_idx)[0]
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, a_p, d, _b_m, *idx = inputs
-        ctx.save_for_backward(x, a_p, d, *idx)
-        ctx.save_for_forward(x, a_p, d, *idx)
+        x, a, d, _b, *idx = inputs
+        ctx.save_for_backward(x, a, d, None, *idx)
+        ctx.save_for_forward(x, a, d, None, *idx)
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, a_p, d, in_idx, in_inv, out_idx, out_inv = ctx.saved_tensors
-        grads = acdc_grads(grad_y, x, a_p, d, in_idx, in_inv, out_inv, ctx.needs_input_grad[:4])
-        return (*grads, None, None, None, None)
+        x, a, d, v, p_idx, p_inv, in_idx, in_inv, _out_idx, out_inv = ctx.saved_tensors
+        grads = acdc_grads(grad_y, x, a, d, v, p_idx, p_inv, in_idx, in_inv, out_inv, ctx.needs_input_grad[:4])
+        return (*grads, None, None, None, None, None, None)
 
     @staticmethod
     def jvp(ctx, dx, da, dd, db, *_):
-        x, a_p, d, in_idx, _in_inv, out_idx, _out_inv = ctx.saved_tensors
+        x, a, d, _v, p_idx, _p_inv, in_idx, _in_inv, out_idx, _out_inv = ctx.saved_tensors
         t = makhoul_tables(x.shape[-1], x.dtype, x.device)
-        v = _gather(x, in_idx)
+        u = _gather(x, in_idx)
+        a_p = _param(a, p_idx)
         du = None
         if dx is not None:
             du = _gather(dx, in_idx) * a_p
         if da is not None:
-            du = v * da if du is None else du + v * da
-        out = middle(du, d, t) if du is not None else torch.zeros_like(v)
+            du = u * _param(da, p_idx) if du is None else du + u * _param(da, p_idx)
+        out = middle(du, d, t) if du is not None else torch.zeros_like(u)
         if dd is not None:
-            out = out + middle(v * a_p, dd, t)
+            out = out + middle(u * a_p, dd, t)
         if db is not None:
-            out = out + db
+            out = out + _param(db, p_idx)
         return _gather(out, out_idx)
 
 
 class _ACDCEager(torch.autograd.Function):
-    """:class:`_ACDC` in the old ``forward(ctx, ...)`` form, used outside functorch transforms: for a Function
-    with ``setup_context`` torch binds the arguments with ``inspect.signature`` on every call (measured
-    50-100 us per call, more than the kernels of a small layer). Same forward, backward and jvp."""
+    """:class:`_ACDC` in the old ``forward(ctx, ...)`` form, for the ``autograd`` route (for a Function with
+    ``setup_context`` torch binds the arguments with ``inspect.signature`` on every call, 50-100 us). Keeps
+    the forward spectrum for the backward when d needs a gradient (:func:`torch_acdc.dispatch.keep_spectrum`).
+    """
 
     @staticmethod
-    def forward(ctx, *inputs):
-        _ACDC.setup_context(ctx, inputs, None)
-        return _ACDC.forward(*inputs)
+    def forward(ctx, x, a, d, b, p_idx, p_inv, in_idx, in_inv, out_idx, out_inv):
+        keep = ctx.needs_input_grad[2] and dispatch.keep_spectrum()
+        y, v = acdc_forward(x, a, d, b, p_idx, in_idx, out_idx, keep)
+        ctx.save_for_backward(x, a, d, v, p_idx, p_inv, in_idx, in_inv, out_idx, out_inv)
+        ctx.save_for_forward(x, a, d, v, p_idx, p_inv, in_idx, in_inv, out_idx, out_inv)
+        return y
 
     backward = staticmethod(_ACDC.backward)
     jvp = staticmethod(_ACDC.jvp)
 
 
-def acdc_gathered(x, a_p, d, gather_in=None, gather_out=None, bias_m=None):
-    """The ACDC operator with fused gathers and bias: G_out(M^-1 D M (a_p * G_in(x)) + bias_m).
+def acdc_gathered(x, a, d, gather_in=None, gather_out=None, bias=None, param=None):
+    """The ACDC operator with fused gathers and bias: G_out(M^-1 D M (a_p * G_in(x)) + b_p).
 
-    ``gather_in`` / ``gather_out``: None or (idx, inverse idx); ``bias_m``: None or (n,) in the order of the
-    layer's middle (Makhoul order), added before ``gather_out``. Eager: the autograd Function. Under
-    torch.compile: the ``torch_acdc::acdc`` custom op (:mod:`torch_acdc.compile_ops`), opaque to the compiler,
-    with the same math.
+    ``gather_in`` / ``gather_out`` / ``param``: None or (idx, inverse idx); a_p = a[param idx] and
+    b_p = bias[param idx] put the parameters into the middle's (Makhoul) order inside the kernel. The route
+    (compiled custom op, functorch Function, direct inference call, eager Function) is
+    :func:`torch_acdc.dispatch.route`'s choice.
     """
+    p_idx, p_inv = param if param is not None else (None, None)
     in_idx, in_inv = gather_in if gather_in is not None else (None, None)
     out_idx, out_inv = gather_out if gather_out is not None else (None, None)
-    if torch.compiler.is_compiling():
-        return torch.ops.torch_acdc.acdc(x, a_p, d, bias_m, in_idx, in_inv, out_idx, out_inv)
-    if torch._C._are_functorch_transforms_active():  # vmap / torch.func: the new-style Function
-        return _ACDC.apply(x, a_p, d, bias_m, in_idx, in_inv, out_idx, out_inv)
-    if _untracked(x, a_p, d, bias_m):  # inference: no autograd Function at all
-        with torch.no_grad():
-            return acdc_forward(x, a_p, d, bias_m, in_idx, out_idx)
-    return _ACDCEager.apply(x, a_p, d, bias_m, in_idx, in_inv, out_idx, out_inv)
-
-
-def _untracked(*tensors) -> bool:
-    """True when no autodiff can observe this call (outside functorch transforms): no input needs a gradient
-    (or grad mode is off) and no forward-mode dual level is open."""
-    if forward_ad._current_level >= 0:
-        return False
-    return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors)
+    r = dispatch.route(x, a, d, bias)
+    if r == "inference":
+        return acdc_forward(x, a, d, bias, p_idx, in_idx, out_idx)[0]
+    if r == "autograd":
+        return _ACDCEager.apply(x, a, d, bias, p_idx, p_inv, in_idx, in_inv, out_idx, out_inv)
+    if r == "functorch":
+        return _ACDC.apply(x, a, d, bias, p_idx, p_inv, in_idx, in_inv, out_idx, out_inv)
+    return torch.ops.torch_acdc.acdc(x, a, d, bias, p_idx, p_inv, in_idx, in_inv, out_idx, out_inv)
 
 
 class _Permute(torch.autograd.Function):
@@ -251,7 +251,7 @@ class _Permute(torch.autograd.Function):
 
 def permute(x: torch.Tensor, idx: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
     """Gather the last dimension: ``x[..., idx]``; ``inv`` must be the inverse permutation of ``idx``."""
-    if torch.compiler.is_compiling():
+    if dispatch.route(x) in ("compiled", "inference"):
         return x.index_select(-1, idx)  # the compiler derives (and fuses) the backward itself
     return _Permute.apply(x, idx, inv)
 
@@ -272,6 +272,9 @@ def check_operator_args(op: str, x: torch.Tensor, a: torch.Tensor, d: torch.Tens
         raise ValueError(f"{op} expected input with last dimension {n}, got input of shape {tuple(x.shape)}")
     if n == 0:
         raise ValueError(f"{op} needs n >= 1 features, got 0")
+    if a.device != x.device or d.device != x.device or (bias is not None and bias.device != x.device):
+        raise ValueError(f"{op} parameters must be on the input's device {x.device}, got a on {a.device}, d on "
+                         f"{d.device}" + (f", bias on {bias.device}" if bias is not None else ""))
     return compute_dtype(torch.promote_types(x.dtype, a.dtype))
 
 
@@ -284,18 +287,57 @@ def check_acdc_args(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor, bias) -> 
     return check_operator_args("ACDC", x, a, d, bias)
 
 
+_PLAIN = (torch.float32, torch.float64)
+
+
+def _plain_call(x, a, d, b) -> MakhoulTables | None:
+    """The tables of a call that needs no checks, conversion or tracing care (plain eager tensors of one
+    float32/float64 dtype on one device, matching 1-D parameters, tables already built), else None: the
+    full path then checks (and names whatever is wrong), converts and builds."""
+    if type(x) is not torch.Tensor or x.dim() == 0:
+        return None
+    dt, dev, n = x.dtype, x.device, x.shape[-1]
+    if (dt not in _PLAIN or a.dtype != dt or d.dtype != dt or a.dim() != 1 or a.shape[0] != n or d.shape != a.shape
+            or a.device != dev or d.device != dev or n == 0):
+        return None
+    if b is not None and (b.dtype != dt or b.shape != a.shape or b.device != dev):
+        return None
+    return peek_makhoul_tables(n, dt, dev)
+
+
 def acdc(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """y = idct(d * dct(a * x)) + bias along the last dimension.
 
     x: (..., n) real floating; a, d, bias: (n,). Returns x's dtype (fp16/bf16 are computed in float32).
-    O(n log n) per row forward and backward (5 real FFTs in total); saves only the input (in Makhoul order),
-    a and d for backward. Differentiable in reverse mode (also twice), forward mode and under vmap.
+    O(n log n) per row forward and backward (4 real FFTs in total with the kept forward spectrum, 5 without);
+    saves the input, a, d and the forward spectrum for backward. Differentiable in reverse mode (also twice),
+    forward mode and under vmap. One native op call per direction on CPU; an inference call on plain
+    float32/float64 CPU tensors goes straight to it.
     """
+    t = _plain_call(x, a, d, bias)
+    if t is not None:
+        if not (torch.is_grad_enabled() and (x.requires_grad or a.requires_grad or d.requires_grad
+                                             or (bias is not None and bias.requires_grad))) \
+                and dispatch.native_inference(x):
+            return _NATIVE_FORWARD(x, a, d, bias, t.perm, t.perm, t.iperm, t.twiddle_pairs, False)[0]
+        return acdc_gathered(x, a, d, (t.perm, t.iperm), (t.iperm, t.perm), bias, (t.perm, t.iperm))
     ct = check_acdc_args(x, a, d, bias)
-    perm, iperm = makhoul_permutation(x.shape[-1], x.device)
-    b_m = bias.to(ct).index_select(-1, perm) if bias is not None else None
-    y = acdc_gathered(x.to(ct), a.to(ct).index_select(-1, perm), d.to(ct), (perm, iperm), (iperm, perm), b_m)
-    return y.to(x.dtype)
+    t = makhoul_tables(x.shape[-1], ct, x.device)
+    if x.dtype != ct or a.dtype != ct or d.dtype != ct or (bias is not None and bias.dtype != ct):
+        y = acdc_gathered(x.to(ct), a.to(ct), d.to(ct), (t.perm, t.iperm), (t.iperm, t.perm),
+                          None if bias is None else bias.to(ct), (t.perm, t.iperm))
+        return y.to(x.dtype)
+    return acdc_gathered(x, a, d, (t.perm, t.iperm), (t.iperm, t.perm), bias, (t.perm, t.iperm))
+
+
+def _native_forward_op(*args):
+    """The native forward op's default overload (bound on first use: a direct call skips overload lookup)."""
+    global _NATIVE_FORWARD
+    _NATIVE_FORWARD = native.ops().acdc_forward.default
+    return _NATIVE_FORWARD(*args)
+
+
+_NATIVE_FORWARD = _native_forward_op
 
 
 def acdc_reference(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor, bias=None) -> torch.Tensor:

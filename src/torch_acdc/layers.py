@@ -5,12 +5,13 @@ Parameters per layer: diagonals ``a`` and ``d`` (and optionally a bias), O(n); c
 from __future__ import annotations
 
 import abc
+import weakref
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from . import permutations, tables
+from . import dispatch, permutations, tables
 from .functional import acdc, acdc_gathered, permute
 from .transform import check_float_input, compute_dtype, makhoul_permutation
 
@@ -86,8 +87,8 @@ class DiagonalLayer(nn.Module, abc.ABC):
         _reset_diagonals(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_features(x, self.in_features, type(self).__name__)
-        return self.operator(x, self.a, self.d, self.bias)
+        p = self._parameters  # (nn.Module.__getattr__ costs ~0.3 us per name: this is the per-call path)
+        return self.operator(x, p["a"], p["d"], p["bias"])  # the operator checks x (and names the layer's op)
 
     def to_dense(self) -> torch.Tensor:
         """The effective (features x features) real matrix W with forward(x) = x @ W.T + bias."""
@@ -178,12 +179,16 @@ class DiagonalStack(nn.Module, abc.ABC):
     def layer(self, h: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         """One bias-free layer on ``h`` (..., N) in the working order; a, d are one layer's diagonals."""
 
-    def gathered_layer(self, h: torch.Tensor, a: torch.Tensor, d: torch.Tensor, gather_in, gather_out, bias):
+    def gathered_layer(self, h: torch.Tensor, a: torch.Tensor, d: torch.Tensor, gather_in, gather_out, bias,
+                       param=None):
         """``G_out(layer(G_in(h)) + bias)`` with G = None or (idx, inverse idx) a gather of the last dimension
-        and ``bias`` None or (N,) in the working order.
-
-        Subclasses whose operator can fuse the gathers and the bias (StackedACDC) override this.
+        and ``bias`` None or (N,); ``param`` None or (idx, inverse): the layer's a, d, bias are given in the
+        natural order and act in the working order as a[idx] (a subclass whose operator fuses this, the
+        gathers and the bias - StackedACDC - overrides this method).
         """
+        if param is not None:
+            a, d = a.index_select(0, param[0]), d.index_select(0, param[0])
+            bias = None if bias is None else bias.index_select(0, param[0])
         if gather_in is not None:
             h = permute(h, *gather_in)
         h = self.layer(h, a, d)
@@ -193,54 +198,61 @@ class DiagonalStack(nn.Module, abc.ABC):
 
     def _forward(self, x: torch.Tensor, use_bias: bool) -> torch.Tensor:
         _check_features(x, self.in_features, type(self).__name__)
+        if self.a.device != x.device:
+            raise ValueError(f"{type(self).__name__} parameters are on {self.a.device}, the input on {x.device}: "
+                             "move one of them (module.to(device))")
         ct = compute_dtype(torch.promote_types(x.dtype, self.a.dtype))
         n = self.features
-        h = x.to(ct)
+        h = x if x.dtype == ct else x.to(ct)
         if n > self.in_features:
             h = F.pad(h, (0, n - self.in_features))
-        a = self.a.to(ct)
-        b = self.bias.to(ct) if (use_bias and self.bias is not None) else None
         order = self.working_order(n, ct, x.device)
-        pending = None  # the gather owed to the next layer's input
-        if order is not None:
-            perm, iperm = order
-            pending = (perm, iperm)
-            a = a.index_select(1, perm)
-            b = b.index_select(1, perm) if b is not None else None  # biases in the working order
         # one autograd node per parameter (unbind) instead of a select per layer and parameter
-        a, d = a.unbind(0), self.d.to(ct).unbind(0)
-        b = b.unbind(0) if b is not None else None
+        a = (self.a if self.a.dtype == ct else self.a.to(ct)).unbind(0)
+        d = (self.d if self.d.dtype == ct else self.d.to(ct)).unbind(0)
+        b = None
+        if use_bias and self.bias is not None:
+            b = (self.bias if self.bias.dtype == ct else self.bias.to(ct)).unbind(0)
+        gathers = self._between_gathers(order) if self.permutation is not None and self.depth > 1 else None
+        pending = order  # the gather owed to the next layer's input
         for i in range(self.depth):
             last = i == self.depth - 1
             out_gather = (order[1], order[0]) if (last and order is not None) else None
-            h = self.gathered_layer(h, a[i], d[i], pending, out_gather, None if b is None else b[i])
+            h = self.gathered_layer(h, a[i], d[i], pending, out_gather, None if b is None else b[i], order)
             pending = None
             if not last:
                 if self.activation is not None:
                     h = self.activation(h)
-                if self.permutation is not None:
-                    pending = self._between_gathers(order)[i]
-        return h[..., : self.out_features].to(x.dtype)
+                if gathers is not None:
+                    pending = gathers[i]
+        h = h[..., : self.out_features]
+        return h if h.dtype == x.dtype else h.to(x.dtype)
 
     def _between_gathers(self, order) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(idx, inverse) of the gather between layer i and i + 1, for each i: v_next[j] = h_P[iperm[q[perm[j]]]]
-        fuses P^T, the shuffle q and P of the next layer (order None: just q). Integer tensors only, cached
-        until ``perms`` changes (its version, storage or device) or the order does."""
+        fuses P^T, the shuffle q and P of the next layer (order None: just q). Integer tensors only.
+
+        Cached per module while the *same* ``perms`` tensor object (held by a weak reference: a new tensor at
+        a freed address never matches) has the same version and storage, and the order is the same object.
+        Building them costs ~10-20 us per layer, as much as a whole small layer call.
+        """
         def build():
             return [(idx, permutations.inverse(idx))
                     for idx in (q if order is None else order[1][q[order[0]]] for q in self.perms)]
 
-        # Not cached while tracing (the compiler folds the integer ops), nor when perms is an inference
-        # tensor (no version counter) or may be a functorch wrapper (torch.func.functional_call swaps buffers).
-        if tables.tracing() or self.perms.is_inference() or torch._C._are_functorch_transforms_active():
+        perms = self.perms
+        if not dispatch.cache_allowed(perms):
             return build()
-        key = (self.perms.data_ptr(), self.perms._version, self.perms.device,
-               None if order is None else order[0].data_ptr())
+        key = (perms._version, perms.data_ptr(), perms.device, None if order is None else id(order[0]))
         cached = self.__dict__.get("_gathers")
-        if cached is None or cached[0] != key:
-            with tables.plain_mode():  # plain tensors whatever mode this call runs in (inference mode, ...)
-                cached = self.__dict__["_gathers"] = (key, build())
-        return cached[1]
+        if cached is not None and cached[0]() is perms and cached[1] == key and (
+                order is None or cached[2]() is order[0]):
+            return cached[3]
+        with tables.plain_mode():  # plain tensors whatever mode this call runs in (inference mode, ...)
+            gathers = build()
+        self.__dict__["_gathers"] = (weakref.ref(perms), key, (lambda: None) if order is None else weakref.ref(order[0]),
+                                     gathers)
+        return gathers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward(x, use_bias=True)
@@ -282,5 +294,5 @@ class StackedACDC(DiagonalStack):
     def layer(self, h: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         return acdc_gathered(h, a, d)
 
-    def gathered_layer(self, h, a, d, gather_in, gather_out, bias):
-        return acdc_gathered(h, a, d, gather_in, gather_out, bias)  # gathers and bias fused into the kernels
+    def gathered_layer(self, h, a, d, gather_in, gather_out, bias, param=None):
+        return acdc_gathered(h, a, d, gather_in, gather_out, bias, param)  # all fused into the kernels

@@ -22,7 +22,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import dispatch, native
 from .layers import StackedACDC, _check_positive
+from .transform import makhoul_tables
 
 __all__ = ["ACDCLSTMCell", "ACDCLSTM", "acdc_lstm_parameter_count"]
 
@@ -42,6 +44,67 @@ def acdc_lstm_parameter_count(input_size: int, hidden_size: int, num_layers: int
 def _check_state_shape(t: torch.Tensor, expected: tuple[int, ...], which: str) -> None:
     if tuple(t.shape) != expected:
         raise RuntimeError(f"Expected {which} size {expected}, got {tuple(t.shape)}")
+
+
+def _hidden_stack_gathers(hh: StackedACDC, dtype: torch.dtype, device: torch.device):
+    """(perm, iperm, [input gather of each layer]) of the hidden stack: Makhoul's order into the first layer,
+    the fused shuffle into the others (None without a permutation: the layers stay in Makhoul order)."""
+    n = hh.features
+    perm, iperm = hh.working_order(n, dtype, device)
+    between = hh._between_gathers((perm, iperm)) if (hh.permutation is not None and hh.depth > 1) else None
+    return perm, iperm, [perm] + [None if between is None else between[i][0] for i in range(hh.depth - 1)]
+
+
+class _Sequence(torch.autograd.Function):
+    """One ACDC LSTM layer over a whole sequence with the native time loop (``acdc_lstm_forward`` /
+    ``acdc_lstm_backward``): inputs x_gates (T, B, 4H) = ih(x), h0, c0 (B, H) or None, the hidden stack's
+    a, d (depth, 4H); outputs h (T, B, H) and c (T, B, H) of every step. The backward is not differentiable
+    again (double backward takes the step-by-step reference, see :func:`torch_acdc.dispatch.lstm_path`)."""
+
+    @staticmethod
+    def forward(ctx, xg, h0, c0, a, d, hh):
+        t = makhoul_tables(hh.features, xg.dtype, xg.device)
+        perm, _iperm, gathers = _hidden_stack_gathers(hh, xg.dtype, xg.device)
+        save = any(ctx.needs_input_grad)
+        keep = save and dispatch.keep_spectrum()
+        out, c_all, acts, inputs, spectra = native.ops().acdc_lstm_forward(
+            xg, h0, c0, a, d, gathers, perm, t.iperm, t.twiddle_pairs, keep, save)
+        if save:
+            ctx.gathers, ctx.tables, ctx.counts = gathers, t, len(inputs)
+            ctx.has_h0, ctx.has_c0 = h0 is not None, c0 is not None
+            ctx.save_for_backward(c_all, acts, a, d, h0, c0, *inputs, *spectra)
+        return out, c_all
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_h, grad_c):
+        c_all, acts, a, d, h0, c0, *rest = ctx.saved_tensors
+        inputs, spectra = rest[:ctx.counts], rest[ctx.counts:]
+        t = ctx.tables
+        empty = acts.new_empty(0)
+        grad_xg, grad_h0, grad_c0, grad_a, grad_d = native.ops().acdc_lstm_backward(
+            empty if grad_h is None else grad_h, empty if grad_c is None else grad_c, h0, c0, c_all, acts, inputs,
+            spectra, a, d, ctx.gathers, t.perm, t.twiddle_pairs, t.unpack, t.scale_sq)
+        return (grad_xg, grad_h0 if ctx.has_h0 else None, grad_c0 if ctx.has_c0 else None, grad_a, grad_d, None)
+
+
+def _sequence(cell: "ACDCLSTMCell", x_gates: torch.Tensor, state):
+    """(h (T, B, H), c (T, B, H)) of ``cell`` over a sequence of precomputed input gates, by the path
+    :func:`torch_acdc.dispatch.lstm_path` chooses: the native time loop, or None for the step-by-step loop."""
+    hh = cell.hh
+    h0, c0 = (None, None) if state is None else state
+    if dispatch.lstm_path(hh, x_gates, h0, c0) != "native":
+        return None
+    if h0 is not None:
+        h0, c0 = h0.contiguous(), c0.contiguous()
+    r = dispatch.route(x_gates, h0, c0, hh.a, hh.d)
+    if r == "inference":
+        t = makhoul_tables(hh.features, x_gates.dtype, x_gates.device)
+        perm, _iperm, gathers = _hidden_stack_gathers(hh, x_gates.dtype, x_gates.device)
+        out, c_all, *_ = native.ops().acdc_lstm_forward(x_gates, h0, c0, hh.a, hh.d, gathers, perm, t.iperm,
+                                                         t.twiddle_pairs, False, False)
+        return out, c_all
+    return _Sequence.apply(x_gates.contiguous(), h0, c0, hh.a, hh.d, hh)
 
 
 class ACDCLSTMCell(nn.Module):
@@ -161,7 +224,14 @@ class ACDCLSTM(nn.Module):
                 layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
             x_gates = cell.ih(layer_input)  # (T, B, 4H): the whole sequence in one call
             s = None if state is None else (state[0][layer], state[1][layer])
-            outputs = []
+            native_run = _sequence(cell, x_gates, s) if steps > 0 else None
+            if native_run is not None:  # the time loop in one native op (forward and backward)
+                out, c_all = native_run
+                h_n.append(out[-1])
+                c_n.append(c_all[-1])
+                layer_input = out
+                continue
+            outputs = []  # the step-by-step reference loop
             for t in range(steps):
                 s = cell.step(x_gates[t], s)
                 outputs.append(s[0])

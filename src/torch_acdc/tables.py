@@ -111,6 +111,13 @@ def cached(builder: Callable) -> Callable:
                 _evict()
             return _entries[key][0] if key in _entries else value
 
+    def peek(*args):
+        """The cached value for ``args`` or None: no lock, no LRU update, no build. Only for eager calls outside
+        any tracing or dispatch mode (the caller checks), where it is the whole per-call cost of a table."""
+        hit = _entries.get((name, *args))
+        return None if hit is None else hit[0]
+
+    lookup.peek = peek
     lookup.__wrapped__ = builder
     lookup.__name__ = getattr(builder, "__name__", "lookup")
     lookup.__qualname__ = name

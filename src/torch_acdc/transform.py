@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from . import tables
-from .kernels import scale_
+from .passes import scale_
 
 __all__ = ["dct", "idct", "dct_matrix", "makhoul_tables", "makhoul_permutation", "MakhoulTables", "check_float_input"]
 
@@ -118,6 +118,11 @@ def makhoul_tables(n: int, dtype: torch.dtype, device) -> MakhoulTables:
     """The tables of :class:`MakhoulTables` for (n, dtype, device), ``dtype`` real: built once per key in
     :mod:`torch_acdc.tables` (plain tensors whatever mode is active, bounded memory)."""
     return _build_makhoul_tables(n, dtype, torch.device(device))
+
+
+def peek_makhoul_tables(n: int, dtype: torch.dtype, device: torch.device) -> MakhoulTables | None:
+    """The cached tables for (n, dtype, device) or None (eager calls outside tracing only: see tables.peek)."""
+    return _build_makhoul_tables.peek(n, dtype, device)
 
 
 def tables_for(x: torch.Tensor) -> MakhoulTables:

@@ -33,7 +33,7 @@ COMMANDS = {
     "compress": "torch_acdc.cli.compress",
 }
 
-__all__ = ["COMMANDS", "Parser", "build_parser", "main", "version"]
+__all__ = ["COMMANDS", "Parser", "build_parser", "main", "console_main", "version"]
 
 
 def _summary(module) -> str | None:
@@ -99,10 +99,6 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     fill_presets(args, *args._presets)
-    if not getattr(args, "system_malloc", False):
-        from ..native import retain_freed_memory
-
-        retain_freed_memory()
     try:
         return int(args._run(args) or 0)
     except (Exception, KeyboardInterrupt) as exc:
@@ -111,5 +107,21 @@ def main(argv: list[str] | None = None) -> int:
         return report(args.command, exc)
 
 
+def console_main() -> None:
+    """The ``acdc`` console script: ``main`` plus what only a process of its own may do - keep freed memory
+    for reuse (:func:`torch_acdc.memory.retain_freed_memory`, unless ``--system-malloc``) - and a quiet exit
+    (status 130) on Ctrl-C at any moment, imports included."""
+    try:
+        argv = sys.argv[1:]
+        if "--system-malloc" not in argv:
+            from ..memory import retain_freed_memory
+
+            retain_freed_memory()
+        sys.exit(main(argv))
+    except KeyboardInterrupt:
+        print("acdc: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

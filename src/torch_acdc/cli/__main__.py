@@ -1,6 +1,4 @@
 """``python -m torch_acdc.cli`` / ``torchrun -m torch_acdc.cli``: the ``acdc`` command."""
-import sys
+from . import console_main
 
-from . import main
-
-sys.exit(main())
+console_main()

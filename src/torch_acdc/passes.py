@@ -1,4 +1,4 @@
-"""The memory-bound passes of ACDC (everything but the FFTs), one function each, written to touch memory as
+"""The pure-torch memory-bound passes of ACDC (everything but the FFTs), one function each, written to touch memory as
 few times as torch allows: in place on temporaries, no per-call tables.
 
 * ``scale_(x, s)``, ``add_(x, b)``      x * s, x + b, in place on a temporary x when nothing can observe it
@@ -16,16 +16,9 @@ from __future__ import annotations
 
 import torch
 
+from .dispatch import in_place_ok as _in_place_ok
+
 __all__ = ["scale_", "add_", "gather_scale", "spectral_map_", "diag_sums", "gather_mul_sum"]
-
-
-def _wrapped(t: torch.Tensor) -> bool:
-    """A vmap/functorch wrapper (new or legacy): writing into it in place is not allowed."""
-    return torch._C._functorch.is_functorch_wrapped_tensor(t) or torch._C._functorch.is_legacy_batchedtensor(t)
-
-
-def _in_place_ok(x: torch.Tensor, s: torch.Tensor) -> bool:
-    return not (torch.is_grad_enabled() or _wrapped(x) or _wrapped(s))
 
 
 def scale_(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

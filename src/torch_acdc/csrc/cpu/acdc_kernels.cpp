@@ -23,6 +23,9 @@
 
 #include <vector>
 
+#include "acdc_ops.h"
+#include "fft_plans.h"
+
 namespace {
 
 using at::Tensor;
@@ -48,15 +51,26 @@ std::vector<int32_t> index32(const c10::optional<Tensor>& idx, int64_t n) {
   return std::vector<int32_t>(ip, ip + n);
 }
 
+// Each check stops at the first mismatch (a random permutation fails on its first entries).
+bool is_makhoul(const int64_t* ip, int64_t n) {
+  const int64_t evens = (n + 1) / 2;
+  for (int64_t j = 0; j < evens; ++j)
+    if (ip[j] != 2 * j) return false;
+  for (int64_t j = evens; j < n; ++j)
+    if (ip[j] != 2 * n - 1 - 2 * j) return false;
+  return true;
+}
+
+bool is_makhoul_inverse(const int64_t* ip, int64_t n) {
+  for (int64_t i = 0; 2 * i < n; ++i)
+    if (ip[2 * i] != i || (2 * i + 1 < n && ip[2 * i + 1] != n - 1 - i)) return false;
+  return true;
+}
+
 Pattern classify(const c10::optional<Tensor>& idx, int64_t n) {
   if (!idx.has_value()) return Pattern::None;
   const int64_t* ip = idx->data_ptr<int64_t>();
-  bool mk = true, inv = true;
-  for (int64_t j = 0; j < n && (mk || inv); ++j) {
-    mk = mk && ip[j] == (2 * j < n ? 2 * j : 2 * n - 1 - 2 * j);
-    inv = inv && ip[j] == (j % 2 == 0 ? j / 2 : n - 1 - j / 2);
-  }
-  return mk ? Pattern::Makhoul : inv ? Pattern::Inverse : Pattern::General;
+  return is_makhoul(ip, n) ? Pattern::Makhoul : is_makhoul_inverse(ip, n) ? Pattern::Inverse : Pattern::General;
 }
 
 // One row: o[j] = x[idx[j]] * s[j] + b[j] (s, b optional: compile-time flags).
@@ -92,14 +106,37 @@ inline const T* row_source(const T* in, const T* out, std::vector<T>& scratch, i
   return scratch.data();
 }
 
+// Batch sums are blocked: rows are summed kBlockRows at a time into a block accumulator that is then added
+// to the thread's accumulator, so the rounding error of a float32 sum over B rows grows like
+// kBlockRows + B / kBlockRows instead of B (torch's own sums are pairwise for the same reason).
+constexpr int64_t kBlockRows = 32;
+
+// A block accumulator: ``len`` zeros, folded into ``total`` by ``flush``.
+template <typename T>
+struct BlockSum {
+  std::vector<T> acc;
+  int64_t count = 0;
+  explicit BlockSum(int64_t len) : acc(len, T(0)) {}
+  T* row() { return acc.data(); }
+  // After each row: every kBlockRows rows (and at the end, force) add the block into total and restart.
+  void step(T* total, bool force = false) {
+    if (++count < kBlockRows && !force) return;
+    const int64_t len = static_cast<int64_t>(acc.size());
+    for (int64_t i = 0; i < len; ++i) total[i] += acc[i];
+    std::fill(acc.begin(), acc.end(), T(0));
+    count = 0;
+  }
+};
+
 // Rows [0, rows): gather each row, and (partial: per-thread (n,) accumulators) add it into its thread's
-// column sums while it is in L1.
+// column sums while it is in L1 (blocked, see BlockSum).
 template <typename T, Pattern P>
 void gather_rows(const T* x, T* o, const int32_t* ip, const T* s, const T* b, T* partial, int64_t rows,
                  int64_t n) {
   at::parallel_for(0, rows, grain(n), [&](int64_t r0, int64_t r1) {
     std::vector<T> scratch;
-    T* __restrict__ acc = partial ? partial + at::get_thread_num() * n : nullptr;
+    T* total = partial ? partial + at::get_thread_num() * n : nullptr;
+    BlockSum<T> block(partial ? n : 0);
     for (int64_t r = r0; r < r1; ++r) {
       T* __restrict__ orow = o + r * n;
       const T* xr = row_source(x + r * n, orow, scratch, n, P == Pattern::General);
@@ -107,7 +144,11 @@ void gather_rows(const T* x, T* o, const int32_t* ip, const T* s, const T* b, T*
       else if (s) gather_row<T, P, true, false>(xr, orow, ip, s, b, n);
       else if (b) gather_row<T, P, false, true>(xr, orow, ip, s, b, n);
       else gather_row<T, P, false, false>(xr, orow, ip, s, b, n);
-      if (acc) for (int64_t j = 0; j < n; ++j) acc[j] += orow[j];
+      if (total) {
+        T* __restrict__ acc = block.row();
+        for (int64_t j = 0; j < n; ++j) acc[j] += orow[j];
+        block.step(total, r + 1 == r1);
+      }
     }
   });
 }
@@ -152,27 +193,6 @@ Tensor gather_scale(const Tensor& x, const c10::optional<Tensor>& idx, const c10
   return out;
 }
 
-// In place: x[r, j] <- x[r, idx[j]] * s[j] + b[...] (a row at a time through an L1 scratch row: no new
-// (rows, n) buffer, so no fresh memory to fault in).
-void gather_scale_(Tensor x, const c10::optional<Tensor>& idx, const c10::optional<Tensor>& s,
-                   const c10::optional<Tensor>& b, bool gather_b) {
-  gather_scale_into(x, x, idx, s, b, gather_b);
-}
-
-// out = x[..., idx] and its column sums (sum over rows of out, (n,)) in the same pass.
-std::tuple<Tensor, Tensor> gather_colsum(const Tensor& x, const c10::optional<Tensor>& idx) {
-  Tensor out = at::empty(x.sizes(), x.options()), colsum;
-  gather_scale_into(out, x, idx, c10::nullopt, c10::nullopt, false, &colsum);
-  return {out, colsum};
-}
-
-// Into a dead temporary of the same shape (reuses its memory): out <- gather_scale(x, ...).
-void gather_scale_out(Tensor out, const Tensor& x, const c10::optional<Tensor>& idx,
-                      const c10::optional<Tensor>& s, const c10::optional<Tensor>& b, bool gather_b) {
-  TORCH_CHECK(out.sizes() == x.sizes(), "gather_scale_out: out ", out.sizes(), " must have x's shape ", x.sizes());
-  gather_scale_into(out, x, idx, s, b, gather_b);
-}
-
 // ---- the per-bin map ----
 //
 // Spectra are real views (rows, h, 2): interleaved (re, im) pairs. Every array the hot loops touch (tables,
@@ -199,30 +219,32 @@ std::vector<T> bin_table(const Tensor& d, const Tensor& w) {
   return m;
 }
 
-// Bins [k0, k1) of one spectrum row z <- P * z + Q * swap(z) + add (add optional: a fixed spectrum).
+// Bins [k0, k1) of one spectrum row: out <- P * z + Q * swap(z) + add (add optional: a fixed spectrum).
+// out may be z (each pair is read before it is written).
 template <typename T, bool ADD>
-inline void map_row(T* __restrict__ z, const T* __restrict__ P, const T* __restrict__ Q,
+inline void map_row(const T* z, T* out, const T* __restrict__ P, const T* __restrict__ Q,
                     const T* __restrict__ add, int64_t k0, int64_t k1) {
   for (int64_t k = k0; k < k1; ++k) {
     const T z0 = z[2 * k], z1 = z[2 * k + 1];
-    z[2 * k] = P[2 * k] * z0 + Q[2 * k] * z1 + (ADD ? add[2 * k] : T(0));
-    z[2 * k + 1] = P[2 * k + 1] * z1 + Q[2 * k + 1] * z0 + (ADD ? add[2 * k + 1] : T(0));
+    out[2 * k] = P[2 * k] * z0 + Q[2 * k] * z1 + (ADD ? add[2 * k] : T(0));
+    out[2 * k + 1] = P[2 * k + 1] * z1 + Q[2 * k + 1] * z0 + (ADD ? add[2 * k + 1] : T(0));
   }
 }
 
-// In place on the real view z (rows, h, 2) of raw spectra: z <- BinMap(d, w) z (+ add, a (h, 2) spectrum:
-// the raw rfft of a bias in Makhoul order, so the bias costs no pass of its own).
-void bin_map_(Tensor z, const Tensor& d, const Tensor& w, const c10::optional<Tensor>& add) {
+// On real views (rows, h, 2) of raw spectra: out <- BinMap(d, w) z (+ add, a (h, 2) spectrum: the raw rfft
+// of a bias in Makhoul order, so the bias costs no pass of its own). out may be z (in place).
+void bin_map_into(Tensor& out, const Tensor& z, const Tensor& d, const Tensor& w, const c10::optional<Tensor>& add) {
   const int64_t h = z.size(-2), rows = h ? z.numel() / (2 * h) : 0;
-  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "bin_map_", [&] {
-    scalar_t* zp = z.data_ptr<scalar_t>();
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "bin_map", [&] {
+    const scalar_t* zp = z.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
     const std::vector<scalar_t> tab = bin_table<scalar_t>(d, w);
     const scalar_t *P = tab.data(), *Q = P + 2 * h;
     const scalar_t* ap = opt_ptr<scalar_t>(add);
     at::parallel_for(0, rows, grain(2 * h), [&](int64_t r0, int64_t r1) {
       for (int64_t row = r0; row < r1; ++row) {
-        if (ap) map_row<scalar_t, true>(zp + row * 2 * h, P, Q, ap, 0, h);
-        else map_row<scalar_t, false>(zp + row * 2 * h, P, Q, ap, 0, h);
+        if (ap) map_row<scalar_t, true>(zp + row * 2 * h, op + row * 2 * h, P, Q, ap, 0, h);
+        else map_row<scalar_t, false>(zp + row * 2 * h, op + row * 2 * h, P, Q, ap, 0, h);
       }
     });
   });
@@ -253,15 +275,21 @@ inline void spectral_block(const T* __restrict__ v, T* __restrict__ z, T* __rest
   }
 }
 
-// Rows [r0, r1) in blocks of bins (outer) and rows (inner): a block's accumulators stay in L1 while the rows
-// stream past.
+// Rows [r0, r1) in blocks of kBlockRows rows (outer), bins (middle) and rows (inner): a bin block's
+// accumulators stay in L1 while the rows stream past, and each row block's sums are added to ``total`` once
+// (blocked summation, see BlockSum).
 template <typename T, bool V, bool MAP>
-void spectral_rows(const T* v, T* z, T* acc, int64_t h, const T* P, const T* Q, int64_t r0, int64_t r1) {
+void spectral_rows(const T* v, T* z, T* total, int64_t h, const T* P, const T* Q, int64_t r0, int64_t r1) {
   constexpr int64_t kBlock = 256;
-  for (int64_t k0 = 0; k0 < h; k0 += kBlock) {
-    const int64_t k1 = std::min(h, k0 + kBlock);
-    for (int64_t row = r0; row < r1; ++row)
-      spectral_block<T, V, MAP>(V ? v + row * 2 * h : nullptr, z + row * 2 * h, acc, h, P, Q, k0, k1);
+  BlockSum<T> block(V ? 4 * h : 0);
+  for (int64_t b0 = r0; b0 < r1; b0 += kBlockRows) {
+    const int64_t b1 = std::min(r1, b0 + kBlockRows);
+    for (int64_t k0 = 0; k0 < h; k0 += kBlock) {
+      const int64_t k1 = std::min(h, k0 + kBlock);
+      for (int64_t row = b0; row < b1; ++row)
+        spectral_block<T, V, MAP>(V ? v + row * 2 * h : nullptr, z + row * 2 * h, block.row(), h, P, Q, k0, k1);
+    }
+    if constexpr (V) block.step(total, true);
   }
 }
 
@@ -365,7 +393,9 @@ Tensor input_grads_into(Tensor& gx, const Tensor& g, const Tensor& x, const c10:
     T* gxp = need_x ? gx.data_ptr<T>() : nullptr;
     T* pp = need_a ? partial.data_ptr<T>() : nullptr;
     at::parallel_for(0, rows, grain(n), [&](int64_t r0, int64_t r1) {
-      T* acc = pp ? pp + at::get_thread_num() * n : nullptr;
+      T* total = pp ? pp + at::get_thread_num() * n : nullptr;
+      BlockSum<T> block(pp ? n : 0);
+      T* acc = pp ? block.row() : nullptr;
       std::vector<T> scratch, xscratch;
       for (int64_t r = r0; r < r1; ++r) {
         T* gxr = gxp ? gxp + r * n : nullptr;
@@ -380,56 +410,97 @@ Tensor input_grads_into(Tensor& gx, const Tensor& g, const Tensor& x, const c10:
             break;
           default: input_grads_row<T, Pattern::General>(gr, xr, ip, inv.data(), ap, a_inv.data(), gxr, acc, n);
         }
+        if (total) block.step(total, r + 1 == r1);
       }
     });
   });
   return need_a ? partial.sum(0) : partial;
 }
 
-std::tuple<Tensor, Tensor> input_grads(const Tensor& g, const Tensor& x, const c10::optional<Tensor>& idx,
-                                       const Tensor& a, bool need_x, bool need_a) {
-  Tensor gx = need_x ? at::empty(g.sizes(), g.options()) : at::empty({0}, g.options());
-  Tensor ga = input_grads_into(gx, g, x, idx, a, need_x, need_a);
-  return {gx, ga};
+// ---- parameters in the layer's order ----
+//
+// A layer keeps its diagonal a and bias b in the natural order; its middle acts in Makhoul order, so the
+// kernels use a_p = a[param_idx], b_m = b[param_idx] (an O(n) gather per call, done here so that no Python
+// runs per call and nothing is cached), and scatter the gradients back: grad_a[param_idx[j]] = grad_a_p[j].
+
+Tensor gather_vec(const Tensor& p, const c10::optional<Tensor>& idx) {
+  if (!idx.has_value()) return p;
+  Tensor out = at::empty(p.sizes(), p.options());
+  AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "gather_vec", [&] {
+    const scalar_t* src = p.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    const int64_t* ix = idx->data_ptr<int64_t>();
+    for (int64_t j = 0, n = p.numel(); j < n; ++j) o[j] = src[ix[j]];
+  });
+  return out;
 }
 
-// In place: g <- grad_x (if need_x); returns grad_a (or empty). g is a temporary of the caller.
-Tensor input_grads_(Tensor g, const Tensor& x, const c10::optional<Tensor>& idx, const Tensor& a, bool need_x,
-                    bool need_a) {
-  return input_grads_into(g, g, x, idx, a, need_x, need_a);
+Tensor scatter_vec(const Tensor& g, const c10::optional<Tensor>& idx) {
+  if (!idx.has_value() || g.numel() == 0) return g;
+  Tensor out = at::empty(g.sizes(), g.options());
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "scatter_vec", [&] {
+    const scalar_t* src = g.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    const int64_t* ix = idx->data_ptr<int64_t>();
+    for (int64_t j = 0, n = g.numel(); j < n; ++j) o[ix[j]] = src[j];
+  });
+  return out;
 }
+
+}  // namespace
+
+namespace acdc_cpu {
 
 // ---- the whole operator: one op call per forward and per backward ----
 //
 // The passes above plus torch's own FFTs (at::fft_rfft / at::fft_irfft), called from C++: no Python between
-// the passes, which is most of the cost of a small layer or a batch of one (ACDC's per-call time at B = 1 is
-// dispatch and interpreter overhead, not arithmetic). w: the twiddle as (h, 2) real pairs.
+// the passes, which is most of the cost of a small layer or a batch of one. w: the twiddle as (h, 2) real
+// pairs.
 
 // y = G_out(M^-1 diag(d) M (a_p * G_in(x)) + b_m); the bias rides on the output gather, or without one (a
-// layer inside a stack) is added as its spectrum rfft(b_m) in the bin map.
-Tensor acdc_forward(const Tensor& x, const Tensor& a_p, const Tensor& d, const c10::optional<Tensor>& b_m,
-                    const c10::optional<Tensor>& in_idx, const c10::optional<Tensor>& out_idx, const Tensor& w) {
+// layer inside a stack) is added as its spectrum rfft(b_m) in the bin map. With keep, also returns the
+// forward spectrum V = rfft(a_p * G_in(x)) (complex (rows, h)) for the backward (which then needs 2 FFTs
+// instead of 3); the bin map then writes a fresh buffer instead of V. Without keep the second output is empty.
+std::tuple<Tensor, Tensor> acdc_forward(const Tensor& x_any, const Tensor& a_any, const Tensor& d_any,
+                                        const c10::optional<Tensor>& b_any, const c10::optional<Tensor>& param_idx,
+                                        const c10::optional<Tensor>& in_idx, const c10::optional<Tensor>& out_idx,
+                                        const Tensor& w, bool keep) {
+  const Tensor x = x_any.contiguous(), a = a_any.contiguous(), d = d_any.contiguous();
+  c10::optional<Tensor> b;
+  if (b_any.has_value()) b = b_any->contiguous();
   const int64_t n = x.size(-1);
-  if (x.numel() == 0) return at::empty(x.sizes(), x.options());
-  Tensor z = at::fft_rfft(gather_scale(x, in_idx, a_p, c10::nullopt, false));
+  Tensor none = at::empty({0}, x.options());
+  if (x.numel() == 0) return {at::empty(x.sizes(), x.options()), none};
+  const Tensor a_p = gather_vec(a, param_idx);
+  c10::optional<Tensor> b_m;
+  if (b.has_value()) b_m = gather_vec(*b, param_idx);
+  Tensor v = acdc_fft::rfft(gather_scale(x, in_idx, a_p, c10::nullopt, false));
+  Tensor z = keep ? at::empty(v.sizes(), v.options()) : v;
   const bool spectral_bias = b_m.has_value() && !out_idx.has_value();
-  bin_map_(at::view_as_real(z), d, w,
-           spectral_bias ? c10::optional<Tensor>(at::view_as_real(at::fft_rfft(*b_m))) : c10::nullopt);
-  Tensor y = at::fft_irfft(z, n);
+  Tensor zr = at::view_as_real(z);
+  bin_map_into(zr, at::view_as_real(v), d, w,
+               spectral_bias ? c10::optional<Tensor>(at::view_as_real(acdc_fft::rfft(*b_m))) : c10::nullopt);
+  Tensor y = acdc_fft::irfft(z, n);
   z.reset();
-  if (out_idx.has_value()) gather_scale_(y, out_idx, c10::nullopt, b_m, true);
-  return y;
+  zr.reset();
+  if (out_idx.has_value()) gather_scale_into(y, y, out_idx, c10::nullopt, b_m, true);
+  return {y, keep ? v : none};
 }
 
-// Gradients of acdc_forward w.r.t. (x, a_p, d, b_m), each an empty tensor when not needed. 3 FFTs, 4 passes
-// (+ a column sum of grad_y for the bias). unpack, scale_sq: the DCT tables turning the bin sums into grad_d.
+// Gradients of acdc_forward w.r.t. (x, a, d, b) (a, b in the parameter order), each an empty tensor when not
+// needed. 3 FFTs and 4 passes, or 2 FFTs and 3 passes given the forward spectrum (+ a column sum of grad_y
+// for the bias). unpack, scale_sq: the DCT tables turning the bin sums into grad_d.
 std::tuple<Tensor, Tensor, Tensor, Tensor> acdc_backward(
-    const Tensor& grad_y, const Tensor& x, const Tensor& a_p, const Tensor& d, const c10::optional<Tensor>& in_idx,
-    const c10::optional<Tensor>& out_inv, const Tensor& w, const Tensor& unpack, const Tensor& scale_sq,
-    bool need_x, bool need_a, bool need_d, bool need_b) {
+    const Tensor& grad_y_any, const Tensor& x_any, const Tensor& a_any, const Tensor& d_any,
+    const c10::optional<Tensor>& spectrum, const c10::optional<Tensor>& param_idx,
+    const c10::optional<Tensor>& in_idx, const c10::optional<Tensor>& out_inv, const Tensor& w,
+    const Tensor& unpack, const Tensor& scale_sq, bool need_x, bool need_a, bool need_d, bool need_b) {
+  const Tensor grad_y = grad_y_any.contiguous(), x = x_any.contiguous(), a = a_any.contiguous(),
+               d = d_any.contiguous();
   const int64_t n = x.size(-1);
   auto none = [&] { return at::empty({0}, x.options()); };  // distinct tensors: outputs must not alias
   Tensor grad_x = none(), grad_a = none(), grad_d = none(), grad_b = none();
+  const Tensor a_p = gather_vec(a, param_idx);
   // The bias gradient is a plain column sum (exact zeros stay exact); with an output gather it is summed
   // in the gather's own pass.
   const bool fused_b = need_b && out_inv.has_value() && x.numel() > 0 && (need_x || need_a || need_d);
@@ -441,23 +512,30 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> acdc_backward(
     if (need_x) grad_x = at::empty(x.sizes(), x.options());
     if (need_a) grad_a = at::zeros({n}, x.options());
     if (need_d) grad_d = at::zeros({n}, x.options());
-    return {grad_x, grad_a, grad_d, grad_b};
+    return {grad_x, grad_a, grad_d, scatter_vec(grad_b, param_idx)};
   }
-  if (!(need_x || need_a || need_d)) return {grad_x, grad_a, grad_d, grad_b};
+  if (!(need_x || need_a || need_d)) return {grad_x, grad_a, grad_d, scatter_vec(grad_b, param_idx)};
   Tensor gy;
-  if (fused_b) std::tie(gy, grad_b) = gather_colsum(grad_y, out_inv);
-  else if (out_inv.has_value()) gy = gather_scale(grad_y, out_inv, c10::nullopt, c10::nullopt, false);
-  Tensor zeta = at::fft_rfft(gy.defined() ? gy : grad_y);
+  if (fused_b) {
+    gy = at::empty(grad_y.sizes(), grad_y.options());
+    gather_scale_into(gy, grad_y, out_inv, c10::nullopt, c10::nullopt, false, &grad_b);
+  } else if (out_inv.has_value()) {
+    gy = gather_scale(grad_y, out_inv, c10::nullopt, c10::nullopt, false);
+  }
+  Tensor zeta = acdc_fft::rfft(gy.defined() ? gy : grad_y);
   c10::optional<Tensor> v;
-  if (need_d) {  // u = a_p * G_in(x), into gy's memory when gy is our own (now dead) temporary
+  const bool kept = spectrum.has_value() && spectrum->numel() > 0;
+  if (need_d && kept) {
+    v = at::view_as_real(*spectrum);
+  } else if (need_d) {  // u = a_p * G_in(x), into gy's memory when gy is our own (now dead) temporary
     Tensor u;
     if (gy.defined()) {
-      gather_scale_out(gy, x, in_idx, a_p, c10::nullopt, false);
+      gather_scale_into(gy, x, in_idx, a_p, c10::nullopt, false);
       u = std::move(gy);
     } else {
       u = gather_scale(x, in_idx, a_p, c10::nullopt, false);
     }
-    v = at::view_as_real(at::fft_rfft(u));
+    v = at::view_as_real(acdc_fft::rfft(u));
   }
   gy.reset();
   const bool need_xa = need_x || need_a;
@@ -465,39 +543,48 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> acdc_backward(
   v.reset();
   if (need_d) grad_d = at::mul(sums.reshape({-1}).index_select(0, unpack), scale_sq);
   if (need_xa) {
-    Tensor g = at::fft_irfft(zeta, n);
+    Tensor g = acdc_fft::irfft(zeta, n);
     zeta.reset();
-    Tensor ga = input_grads_(g, x, in_idx, a_p, need_x, need_a);  // g becomes grad_x in place
+    Tensor ga = input_grads_into(g, g, x, in_idx, a_p, need_x, need_a);  // g becomes grad_x in place
     if (need_x) grad_x = g;
-    if (need_a) grad_a = ga;
+    if (need_a) grad_a = scatter_vec(ga, param_idx);
   }
-  return {grad_x, grad_a, grad_d, grad_b};
+  return {grad_x, grad_a, grad_d, scatter_vec(grad_b, param_idx)};
+}
+
+}  // namespace acdc_cpu
+
+namespace {
+
+// The FFT plan cache's switch and size: mode 1 keeps plans (the default), 0 clears them and uses torch's FFT,
+// -1 only asks. Returns the number of cached plans.
+int64_t fft_plans(int64_t mode) {
+  if (mode == 0) {
+    acdc_fft::enabled() = false;
+    acdc_fft::clear();
+  } else if (mode == 1) {
+    acdc_fft::enabled() = acdc_fft::dfti_present();
+  }
+  return acdc_fft::enabled() ? static_cast<int64_t>(acdc_fft::cached_plans()) : -1;
 }
 
 }  // namespace
 
+// Schemas, one per path-facing op (the fakes are in torch_acdc/kernels/schemas.py, beside these).
 TORCH_LIBRARY(torch_acdc_native, m) {
-  m.def("gather_scale(Tensor x, Tensor? idx, Tensor? s, Tensor? b, bool gather_b=False) -> Tensor");
-  m.def("gather_scale_(Tensor(a!) x, Tensor? idx, Tensor? s, Tensor? b, bool gather_b=False) -> ()");
-  m.def("gather_scale_out(Tensor(a!) out, Tensor x, Tensor? idx, Tensor? s, Tensor? b, bool gather_b=False) -> ()");
-  m.def("bin_map_(Tensor(a!) z, Tensor d, Tensor w, Tensor? add) -> ()");
-  m.def("spectral_grads_(Tensor? v, Tensor(a!) z, Tensor w, Tensor? d) -> Tensor");
-  m.def("input_grads(Tensor g, Tensor x, Tensor? idx, Tensor a, bool need_x, bool need_a) -> (Tensor, Tensor)");
-  m.def("input_grads_(Tensor(a!) g, Tensor x, Tensor? idx, Tensor a, bool need_x, bool need_a) -> Tensor");
-  m.def("acdc_forward(Tensor x, Tensor a_p, Tensor d, Tensor? b_m, Tensor? in_idx, Tensor? out_idx, Tensor w) -> Tensor");
-  m.def("acdc_backward(Tensor grad_y, Tensor x, Tensor a_p, Tensor d, Tensor? in_idx, Tensor? out_inv, Tensor w, "
-        "Tensor unpack, Tensor scale_sq, bool need_x, bool need_a, bool need_d, bool need_b) -> "
-        "(Tensor, Tensor, Tensor, Tensor)");
+  m.def("acdc_forward(Tensor x, Tensor a, Tensor d, Tensor? b, Tensor? param_idx, Tensor? in_idx, "
+        "Tensor? out_idx, Tensor w, bool keep) -> (Tensor, Tensor)");
+  m.def("acdc_backward(Tensor grad_y, Tensor x, Tensor a, Tensor d, Tensor? spectrum, Tensor? param_idx, "
+        "Tensor? in_idx, Tensor? out_inv, Tensor w, Tensor unpack, Tensor scale_sq, bool need_x, bool need_a, "
+        "bool need_d, bool need_b) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("fft_plans(int mode) -> int");
 }
 
 TORCH_LIBRARY_IMPL(torch_acdc_native, CPU, m) {
-  m.impl("gather_scale", &gather_scale);
-  m.impl("gather_scale_", &gather_scale_);
-  m.impl("gather_scale_out", &gather_scale_out);
-  m.impl("bin_map_", &bin_map_);
-  m.impl("spectral_grads_", &spectral_grads_);
-  m.impl("input_grads", &input_grads);
-  m.impl("input_grads_", &input_grads_);
-  m.impl("acdc_forward", &acdc_forward);
-  m.impl("acdc_backward", &acdc_backward);
+  m.impl("acdc_forward", &acdc_cpu::acdc_forward);
+  m.impl("acdc_backward", &acdc_cpu::acdc_backward);
+}
+
+TORCH_LIBRARY_IMPL(torch_acdc_native, CompositeExplicitAutograd, m) {
+  m.impl("fft_plans", &fft_plans);
 }
