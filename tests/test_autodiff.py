@@ -144,3 +144,16 @@ def test_cli_rejects_bad_numbers(capsys):
     with pytest.raises(SystemExit):
         run_command("autodiff", "--rounds", "0")
     assert "positive integer" in capsys.readouterr().err
+
+
+def test_cli_refuses_an_earlier_run_and_honours_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    args = ("autodiff", "--fast", "--no-progress", "--out", out, "--parts", "forward", "--forward-ns", "8",
+            "--rounds", "1", "--min-sample", "0.0001")
+    assert run_command(*args) == 1
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "--resume" not in err
+    assert run_command(*args, "--overwrite") == 0
+    assert "forward" in read_results(out)

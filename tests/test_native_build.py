@@ -23,8 +23,8 @@ def _fake_compile(payload: bytes = b"\x7fELF fake library", seconds: float = 0.0
                 f.write(f"{os.getpid()}\n")
         time.sleep(seconds)
         target.write_bytes(payload)
-        builder._write_atomic(builder._sidecar(target), json.dumps({"size": len(payload),
-                                                                   "sha256": builder._digest(target)}))
+        builder.atomic_write(builder._sidecar(target), json.dumps({"size": len(payload),
+                                                                   "sha256": builder._digest(target)}).encode())
     return compile_
 
 

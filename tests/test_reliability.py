@@ -110,7 +110,7 @@ def test_fresh_run_refuses_a_folder_holding_a_longer_run(tmp_path):
 
     _old_run(tmp_path)
     with pytest.raises(RunFolderError, match=r"already holds a run \(results.json, checkpoints\).*--resume.*--overwrite"):
-        make_run_dir(tmp_path, "classify")
+        make_run_dir(tmp_path, "classify", can_resume=True)
     assert make_run_dir(tmp_path, "classify", resume=True) == tmp_path
     state = TrainState(CheckpointManager(tmp_path / "checkpoints"), model=torch.nn.Linear(2, 2))
     with pytest.raises(RunFolderError, match="holds checkpoints of an earlier run.*ckpt-00000200.pt"):
@@ -300,3 +300,208 @@ def test_mnist_idx_problems_name_the_file(tmp_path):
     bad_gz.write_bytes(b"not gzip at all")
     with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz: cannot be read \(BadGzipFile"):
         load_mnist(bad_gz.parent)
+
+
+# ---- regressions of the hostile-user findings (issue 20) ----
+
+def test_new_permutations_are_used_at_once_not_stale_cached_gathers():
+    """Assigning a fresh perms tensor (which may reuse the freed tensor's address and version) must change the
+    output at once: 100 trials against the stack written out by hand (31 of 100 returned the old result)."""
+    from operator_checks import stack_by_hand
+    from torch_acdc import StackedACDC, acdc_reference
+
+    torch.manual_seed(0)
+    stack = StackedACDC(12, 12, depth=3, dtype=torch.float64)
+    x = torch.randn(4, 12, dtype=torch.float64)
+    for _ in range(100):
+        with torch.no_grad():
+            stack(x)  # fills the gather cache
+            stack.perms = torch.stack([torch.randperm(12) for _ in range(2)])
+            expected = stack_by_hand(stack, x, acdc_reference, activation=lambda h: h)
+            torch.testing.assert_close(stack(x), expected.to(x.dtype), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_in_place_edit_that_breaks_a_permutation_raises(use_native):
+    from torch_acdc import StackedACDC, native
+
+    stack = StackedACDC(8, 8, depth=3)
+    x = torch.randn(2, 8)
+    with native.use_native(use_native):
+        stack(x)
+        with torch.no_grad():
+            stack.perms[1, 0] = stack.perms[1, 1]
+        with pytest.raises(ValueError, match="perms: row 1 is not a permutation"):
+            stack(x)
+
+
+def test_native_op_rejects_a_gather_index_that_is_not_a_permutation():
+    from torch_acdc import native
+    from torch_acdc.transform import makhoul_tables
+
+    if not native.available():
+        pytest.skip("native kernels could not be built")
+    t = makhoul_tables(6, torch.float32, "cpu")
+    x, a = torch.randn(2, 6), torch.randn(6)
+    for bad in (torch.tensor([0, 1, 2, 3, 4, 4]), torch.tensor([0, 1, 2, 3, 4, 9]), torch.arange(5)):
+        with pytest.raises(RuntimeError, match="gather index"):
+            native.ops().acdc_forward(x, a, a, None, None, bad, None, t.twiddle_pairs, False)
+
+
+@pytest.mark.parametrize("make", ["ACDC", "StackedACDC", "AFDF"])
+def test_parameters_on_the_meta_device_raise_instead_of_acting_as_one(make):
+    import torch_acdc
+
+    layer = getattr(torch_acdc, make)(*((8,) if make != "StackedACDC" else (8, 8, 2)), device="meta")
+    with pytest.raises(ValueError, match="meta"):
+        layer(torch.randn(3, 8))
+
+
+def test_integer_sizes_of_any_index_type_are_accepted():
+    import numpy as np
+
+    from torch_acdc import ACDC, StackedACDC
+
+    assert ACDC(np.int64(16)).in_features == 16
+    assert StackedACDC(np.int32(8), np.int64(4), np.int16(2)).features == 8
+    for bad in (16.0, True, "16", 0):
+        with pytest.raises(ValueError, match="positive integer"):
+            ACDC(bad)
+
+
+def test_native_fp32_parameter_gradients_sum_the_batch_accurately():
+    """Blocked batch sums: at large batch the fp32 native parameter gradients stay within a few 1e-7 (relative)
+    of a float64 computation (a sequential sum over 65536 rows drifted to 1e-6 .. 2e-5)."""
+    from torch_acdc import ACDC, native
+
+    if not native.available():
+        pytest.skip("native kernels could not be built")
+    torch.manual_seed(0)
+    layer = ACDC(64)
+    x = torch.randn(65536, 64) + 3.0  # a large common offset makes sequential rounding visible
+    layer(x).sum().backward()
+    ref = ACDC(64, dtype=torch.float64)
+    ref.load_state_dict(layer.state_dict())
+    ref(x.double()).sum().backward()
+    for p, r in zip(layer.parameters(), ref.parameters()):
+        rel = ((p.grad.double() - r.grad).norm() / r.grad.norm()).item()
+        assert rel < 1e-6, (rel, p.shape)
+
+
+def test_a_different_sweep_in_the_folder_is_refused_the_same_one_continues(tmp_path):
+    from torch_acdc.experiments.charlm_sweep import SWEEP_FAST, claim_sweep_dir, sweep_base, sweep_configs
+    from torch_acdc.training import RunFolderError
+
+    first = sweep_configs(*sweep_base(SWEEP_FAST))
+    other = sweep_configs(*sweep_base(SWEEP_FAST, time_budget=1.0))
+    claim_sweep_dir(tmp_path, first)
+    (tmp_path / "results.json").write_text("{}")
+    (tmp_path / "dense-h32").mkdir()
+    claim_sweep_dir(tmp_path, first)  # the same sweep: continued
+    with pytest.raises(RunFolderError, match="another sweep"):
+        claim_sweep_dir(tmp_path, other)
+    assert (tmp_path / "results.json").exists()  # nothing of the earlier sweep was touched
+    claim_sweep_dir(tmp_path, other, overwrite=True)
+    assert not (tmp_path / "results.json").exists() and not (tmp_path / "dense-h32").exists()
+
+
+def test_an_empty_checkpoints_folder_does_not_block_a_rerun(tmp_path):
+    from torch_acdc.training.runs import check_fresh_start, holds_run
+
+    (tmp_path / "checkpoints").mkdir()
+    assert holds_run(tmp_path) == []
+    check_fresh_start(tmp_path, resume=False, overwrite=False)
+
+
+def test_refusal_advice_names_only_the_flags_the_command_has(tmp_path):
+    from torch_acdc.experiments.common import make_run_dir
+    from torch_acdc.training import RunFolderError
+
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(RunFolderError) as no_resume:
+        make_run_dir(tmp_path, "cost")
+    assert "--resume" not in str(no_resume.value) and "--overwrite" in str(no_resume.value)
+    with pytest.raises(RunFolderError, match="--resume"):
+        make_run_dir(tmp_path, "classify", can_resume=True)
+
+
+def test_resume_skips_a_readable_foreign_newest_checkpoint_without_touching_it(tmp_path):
+    from torch import nn
+
+    from torch_acdc.training import CheckpointManager, TrainState
+
+    import shutil
+
+    TrainState(CheckpointManager(tmp_path), model=nn.Linear(2, 2)).save(1)
+    other = CheckpointManager(tmp_path / "other")
+    TrainState(other, model=nn.Linear(3, 2)).save(2)  # valid, another run's model
+    foreign = CheckpointManager(tmp_path)
+    shutil.copy(other.path_for(2), foreign.path_for(2))  # the newest file in this folder
+    before = foreign.path_for(2).read_bytes()
+    with pytest.warns(UserWarning, match="does not fit"):
+        resumed = TrainState(CheckpointManager(tmp_path), model=nn.Linear(2, 2)).resume()
+    assert resumed.step == 1
+    assert foreign.path_for(2).read_bytes() == before  # kept as it was, not renamed
+
+
+def test_a_forked_child_does_not_inherit_the_parents_folder_lock(tmp_path):
+    import multiprocessing
+
+    from torch_acdc.training.runs import RunLockError, lock_dir
+
+    lock_dir(tmp_path)
+
+    def child(q):
+        try:
+            lock_dir(tmp_path)
+            q.put("locked")
+        except RunLockError:
+            q.put("refused")
+
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=child, args=(q,))
+    p.start()
+    p.join(30)
+    assert q.get(timeout=5) == "refused"
+
+
+def test_results_and_checkpoints_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    from torch_acdc.experiments.common import write_json
+    from torch_acdc.training import atomic_save
+
+    old = os.umask(0o022)
+    try:
+        for path in (write_json(tmp_path / "r.json", {"a": 1}), atomic_save({"a": 1}, tmp_path / "c.pt")):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path):
+    """A real file-size limit (RLIMIT_FSIZE) in a child process: the write fails with an error naming the
+    file, the previous version is intact and no temporary is left."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "results.json"
+    target.write_text('{"old": true}')
+    code = f"""
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+from torch_acdc.experiments.common import write_json
+try:
+    write_json({str(target)!r}, {{"big": "x" * 100000}})
+except OSError as e:
+    print(e.filename)
+    sys.exit(3)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr[-1500:]
+    assert done.stdout.strip() == str(target)
+    assert target.read_text() == '{"old": true}'
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]

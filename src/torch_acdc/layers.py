@@ -5,6 +5,7 @@ Parameters per layer: diagonals ``a`` and ``d`` (and optionally a bias), O(n); c
 from __future__ import annotations
 
 import abc
+import operator
 import weakref
 
 import torch
@@ -41,9 +42,22 @@ def _reset_diagonals(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def _check_positive(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+def _check_positive(name: str, value) -> int:
+    """``value`` as a positive int: any integer type with ``__index__`` (numpy.int64, ...), never a bool."""
+    try:
+        index = operator.index(value)
+    except TypeError:
+        index = None
+    if index is None or isinstance(value, bool) or index < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return index
+
+
+def _check_flag(who: str, name: str, value, hint: str = "") -> bool:
+    """``value`` must be a bool (a positional integer in a flag's place is an argument mix-up, not a flag)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{who}: {name} must be True or False, got {value!r}{hint}")
+    return value
 
 
 def _check_features(x: torch.Tensor, expected: int, who: str) -> None:
@@ -72,7 +86,11 @@ class DiagonalLayer(nn.Module, abc.ABC):
 
     def __init__(self, features: int, bias: bool = True, init: str = "paper", device=None, dtype=None):
         super().__init__()
-        _check_positive("features", features)
+        features = _check_positive("features", features)
+        name = type(self).__name__
+        _check_flag(name, "bias", bias, f" ({name}({features}, {bias!r}) reads {bias!r} as the bias flag; a layer "
+                                        f"from {features} to {bias!r} features with nn.Linear's signature is "
+                                        f"ACDCLinear({features}, {bias!r})" if not isinstance(bias, bool) else "")
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}: expected one of {INITS}")
         kw = {"device": device, "dtype": dtype}
@@ -129,9 +147,10 @@ class DiagonalStack(nn.Module, abc.ABC):
     def __init__(self, in_features: int, out_features: int, depth: int, permutation="random", activation=None,
                  bias: bool = True, init: str = "paper", device=None, dtype=None):
         super().__init__()
-        _check_positive("in_features", in_features)
-        _check_positive("out_features", out_features)
-        _check_positive("depth", depth)
+        in_features = _check_positive("in_features", in_features)
+        out_features = _check_positive("out_features", out_features)
+        depth = _check_positive("depth", depth)
+        _check_flag(type(self).__name__, "bias", bias)
         permutations.check_kind(permutation)
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}: expected one of {INITS}")
@@ -237,6 +256,9 @@ class DiagonalStack(nn.Module, abc.ABC):
         Building them costs ~10-20 us per layer, as much as a whole small layer call.
         """
         def build():
+            problem = permutations.check_permutations(self.perms, self.depth - 1, self.features)
+            if problem:  # e.g. an in-place edit: the native gathers would read out of range
+                raise ValueError(f"{type(self).__name__}.perms: {problem}")
             return [(idx, permutations.inverse(idx))
                     for idx in (q if order is None else order[1][q[order[0]]] for q in self.perms)]
 

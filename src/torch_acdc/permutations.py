@@ -15,7 +15,8 @@ __all__ = ["KINDS", "make_permutation", "riffle", "inverse", "check_kind", "chec
 
 def check_kind(kind) -> None:
     if kind not in KINDS:
-        raise ValueError(f"unknown permutation {kind!r}: expected one of 'random', 'riffle' or None")
+        hint = " (no permutation is spelled None, not a string)" if str(kind).lower() == "none" else ""
+        raise ValueError(f"unknown permutation {kind!r}: expected one of 'random', 'riffle' or None{hint}")
 
 
 def riffle(n: int) -> torch.Tensor:

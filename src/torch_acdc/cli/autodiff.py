@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        res = run_autodiff(settings, args.parts, out=args.out, fast=args.fast, seed=args.seed,
+        res = run_autodiff(settings, args.parts, out=args.out, fast=args.fast, seed=args.seed, overwrite=args.overwrite,
                            progress=not args.no_progress)
     finally:
         torch.set_num_threads(threads)

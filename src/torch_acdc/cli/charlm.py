@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 import dataclasses
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         return run_sweep(args)
     cfg = config_from_args(args)
     with distributed(args.device) as ctx:
-        out = make_run_dir(args.out, "charlm", args.resume, args.overwrite) if ctx.is_main else None
+        out = make_run_dir(args.out, "charlm", args.resume, args.overwrite, can_resume=True) if ctx.is_main else None
         out = Path(ctx.broadcast_object(str(out) if out else None))
         progress = not args.no_progress
         if args.compare:
@@ -133,8 +134,10 @@ def run_sweep(args: argparse.Namespace) -> int:
         if given[k] == getattr(lib.CharLMConfig, k):
             given[k] = None
     base, acdc, dense = sweep.sweep_base(sweep.SWEEP_FAST if args.fast else sweep.SWEEP_FULL, **given)
-    out = make_run_dir(args.out, "charlm-sweep", resume=True)  # a sweep continues the runs already in --out
-    results = sweep.run_sweep(sweep.sweep_configs(base, acdc, dense), out, args.threads, not args.no_progress)
+    configs = sweep.sweep_configs(base, acdc, dense)
+    out = Path(args.out) if args.out else Path("runs") / f"charlm-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    sweep.claim_sweep_dir(out, configs, args.overwrite)  # the same sweep continues; another one is refused
+    results = sweep.run_sweep(configs, out, args.threads, not args.no_progress)
     title = (f"char LSTM on {base.data} (last {base.val_fraction:.0%} held out, first {base.val_max_chars} chars "
              f"validated), {base.time_budget:g} s training per model, batch {base.batch} x bptt {base.bptt}, "
              f"seed {base.seed}, threads {args.threads or torch.get_num_threads()}{', --fast' if args.fast else ''}")

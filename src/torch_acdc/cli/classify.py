@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             else load_sklearn_digits(seed=0))
     mult = None if args.lr_mult is None else {"A": args.lr_mult, "D": args.lr_mult}
     with distributed(args.device) as ctx:
-        out = make_run_dir(args.out, "classify", args.resume, args.overwrite) if ctx.is_main else None
+        out = make_run_dir(args.out, "classify", args.resume, args.overwrite, can_resume=True) if ctx.is_main else None
         out = Path(ctx.broadcast_object(str(out) if out else None))
         if ctx.is_main:
             print(data.describe())

@@ -85,6 +85,37 @@ def run_sweep(configs: list[CharLMConfig], out: Path, threads: int | None = None
     return results
 
 
+MANIFEST = "sweep.json"
+
+
+def claim_sweep_dir(out: Path, configs: list[CharLMConfig], overwrite: bool = False) -> Path:
+    """Make ``out`` this sweep's folder: a folder holding the *same* sweep (its ``sweep.json`` lists the same
+    configs) is continued (re-running the command resumes it); one holding another sweep or another run is
+    refused (:class:`~torch_acdc.training.RunFolderError`) unless ``overwrite``, which removes the old
+    sweep's results and model folders (only those it lists). Locks the folder."""
+    import shutil
+
+    from ..training.runs import RunFolderError, holds_run, lock_dir
+
+    manifest = {"configs": [dataclasses.asdict(c) for c in configs]}
+    manifest = json.loads(json.dumps(manifest))
+    path = out / MANIFEST
+    old = json.loads(path.read_text()) if path.is_file() else None
+    if old != manifest and (old is not None or holds_run(out)):
+        if not overwrite:
+            what = "another sweep (different settings)" if old is not None else f"another run ({', '.join(holds_run(out))})"
+            raise RunFolderError(out, f"holds {what}; re-run that sweep's own command to continue it, replace it "
+                                      "(--overwrite) or choose another folder")
+        lock_dir(out)
+        for cfg in (old or {}).get("configs", []):
+            shutil.rmtree(out / f"{cfg['model']}-h{cfg['hidden']}", ignore_errors=True)
+        for name in ("results.json", "summary.md", "sweep.png", MANIFEST):
+            (out / name).unlink(missing_ok=True)
+    lock_dir(out)
+    write_json(path, manifest)
+    return out
+
+
 def _val_at(result: dict, step: int) -> float | None:
     h = result["history"]
     return dict(zip(h["val_step"], h["val_bpc"])).get(step)

@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..files import atomic_write
 from ..training.runs import check_fresh_start, lock_dir
 
 __all__ = ["seed_everything", "make_run_dir", "write_json", "save_figure", "format_table", "new_figure", "run_title",
@@ -25,15 +25,17 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def make_run_dir(out: str | os.PathLike | None, name: str, resume: bool = False, overwrite: bool = False) -> Path:
+def make_run_dir(out: str | os.PathLike | None, name: str, resume: bool = False, overwrite: bool = False,
+                 can_resume: bool = False) -> Path:
     """``out`` if given, else ``runs/<name>-<timestamp>``; created if missing, and locked for this process.
 
     Raises :class:`~torch_acdc.training.RunFolderError` if a fresh run (``resume`` False) would start over
-    the run already in ``out`` without ``overwrite``, and :class:`~torch_acdc.training.RunLockError` (naming
-    the holder) if another process writes there.
+    the run already in ``out`` without ``overwrite`` (its advice offers ``--resume`` only when the command has
+    it: ``can_resume``), and :class:`~torch_acdc.training.RunLockError` (naming the holder) if another
+    process writes there.
     """
     path = Path(out) if out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    check_fresh_start(path, resume, overwrite)
+    check_fresh_start(path, resume, overwrite, can_resume or resume)
     lock_dir(path)
     return path
 
@@ -55,19 +57,9 @@ def _jsonable(obj):
 
 
 def write_json(path: str | os.PathLike, obj) -> Path:
-    """Write ``obj`` (tensors/numpy converted) as indented JSON, atomically (a private temp file + rename, so
-    concurrent writers never clobber each other's temp file)."""
-    path = Path(path)
-    text = json.dumps(_jsonable(obj), indent=2, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``obj`` (tensors/numpy converted) as indented JSON, atomically
+    (:func:`torch_acdc.files.atomic_write`: the umask's permissions, errors naming the file)."""
+    return atomic_write(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True).encode())
 
 
 def new_figure(**kwargs):

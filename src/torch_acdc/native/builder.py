@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from ..files import atomic_write
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no build lock
@@ -131,19 +133,6 @@ def verify(path: Path) -> str | None:
     return None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _run_all(commands: list[list[str]]) -> subprocess.CompletedProcess | None:
     """Run the commands in parallel (one per source file); the first failure, or None."""
     procs = []
@@ -180,7 +169,7 @@ def _compile(target: Path) -> None:
         meta = {"size": out.stat().st_size, "sha256": _digest(out), "torch": torch.__version__,
                 "compiler": " ".join(cxx), "built": time.strftime("%Y-%m-%d %H:%M:%S")}
         os.replace(out, target)
-    _write_atomic(_sidecar(target), json.dumps(meta))
+    atomic_write(_sidecar(target), json.dumps(meta).encode())
 
 
 @contextlib.contextmanager

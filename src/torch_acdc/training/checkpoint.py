@@ -21,13 +21,13 @@ import hashlib
 import io
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..files import atomic_write
 from .runs import RunFolderError, lock_dir
 
 __all__ = ["CheckpointError", "Checkpoint", "CheckpointManager", "atomic_save", "load_checkpoint"]
@@ -44,39 +44,14 @@ class CheckpointError(RuntimeError):
         super().__init__(f"checkpoint {self.path} is unusable: {reason}")
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened; rename durability is the OS's business
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_save(obj, path: str | os.PathLike) -> Path:
-    """``torch.save(obj)`` into ``path`` atomically and durably (temp file, fsync, rename, fsync directory)."""
-    path = Path(path)
+    """``torch.save(obj)`` into ``path`` atomically and durably (:func:`~torch_acdc.files.atomic_write`:
+    temp file, fsync, rename, fsync directory; the umask's permissions; a full disk names the file)."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     payload = buffer.getbuffer()
     header = MAGIC + len(payload).to_bytes(8, "little") + hashlib.sha256(payload).digest()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header)
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    return atomic_write(path, [header, payload])
 
 
 def load_checkpoint(path: str | os.PathLike, map_location=None):
@@ -184,26 +159,28 @@ class CheckpointManager:
         one is tried. With ``quarantine`` (use on the writing process only) such a file is renamed to
         ``<name>.corrupt`` so it is kept for inspection but never chosen again. If files exist but none is
         readable, raises :class:`CheckpointError` for the newest, listing every failure. ``validate(state)``,
-        if given, checks the content and raises ValueError (or CheckpointError) for a file that loads but is
-        not what the caller expects; such a file counts as unreadable. The files present become this
+        if given, checks the content and raises ValueError for a file that loads but is not what the caller
+        expects (another run's): such a file is skipped like an unreadable one, but never quarantined. The files present become this
         manager's own (a run that resumes continues them).
         """
         failures = []
         found = self.checkpoints()
         self._owned.update(path for _, path in found)
         for step, path in reversed(found):
+            foreign = False
             try:
                 state = load_checkpoint(path, map_location)
                 if validate is not None:
                     try:
                         validate(state)
                     except ValueError as e:
+                        foreign = True
                         raise CheckpointError(path, f"unexpected content: {e}") from e
                 return Checkpoint(step, path, state)
             except CheckpointError as e:
                 failures.append(e)
                 warnings.warn(f"{e}; falling back to the previous checkpoint", stacklevel=2)
-                if quarantine:
+                if quarantine and not foreign:  # a corrupted file; a readable foreign one is left as it is
                     os.replace(path, path.with_name(path.name + ".corrupt"))
                     self._owned.discard(path)
         if failures:

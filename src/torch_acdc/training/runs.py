@@ -27,6 +27,18 @@ _held: dict[Path, int] = {}  # resolved folder -> open fd of its lock file (held
 _mutex = threading.Lock()
 
 
+def _forget_after_fork() -> None:
+    """A forked child does not hold its parent's folders (the lock belongs to the parent's open file): it must
+    take a lock of its own, which fails while the parent holds it."""
+    global _mutex
+    _held.clear()
+    _mutex = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 class RunFolderError(RuntimeError):
     """A run folder that this run may not write: ``path`` names it, ``reason`` says why and what to do."""
 
@@ -70,15 +82,22 @@ def lock_dir(directory: str | os.PathLike) -> Path:
 
 
 def holds_run(directory: str | os.PathLike) -> list[str]:
-    """The entries of ``directory`` that show it holds a run (``results.json``, ``checkpoints``)."""
+    """The entries of ``directory`` that show it holds a run: ``results.json``, or a ``checkpoints`` folder with
+    something in it (an empty one, left by a run that failed before its first checkpoint, holds nothing)."""
     directory = Path(directory)
-    return [name for name in ("results.json", "checkpoints") if (directory / name).exists()]
+    found = ["results.json"] if (directory / "results.json").exists() else []
+    ckpt = directory / "checkpoints"
+    if ckpt.is_dir() and any(ckpt.iterdir()):
+        found.append("checkpoints")
+    return found
 
 
-def check_fresh_start(directory: str | os.PathLike, resume: bool, overwrite: bool) -> None:
+def check_fresh_start(directory: str | os.PathLike, resume: bool, overwrite: bool, can_resume: bool = True) -> None:
     """Raise :class:`RunFolderError` if a fresh run (``resume`` False) would start over the run already in
-    ``directory`` and ``overwrite`` is not set."""
+    ``directory`` and ``overwrite`` is not set. ``can_resume``: whether the command has ``--resume`` (the
+    advice names only what the command offers)."""
     found = holds_run(directory)
     if found and not resume and not overwrite:
-        raise RunFolderError(directory, f"already holds a run ({', '.join(found)}); resume it (--resume), "
-                                        "replace it (--overwrite) or choose another folder")
+        options = "resume it (--resume), replace it (--overwrite)" if can_resume else "replace it (--overwrite)"
+        raise RunFolderError(directory, f"already holds a run ({', '.join(found)}); {options} or choose another "
+                                        "folder")

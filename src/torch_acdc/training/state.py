@@ -17,6 +17,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .checkpoint import CheckpointError, CheckpointManager, load_checkpoint
 from .runs import RunFolderError
 from .distributed import DistContext, unwrap
@@ -117,6 +119,22 @@ class TrainState:
         self.ctx.barrier()
         return path
 
+    def _check_fits(self, state: dict) -> None:
+        """ValueError unless ``state`` has every component, and each module's tensors have this run's names
+        and shapes (a readable checkpoint of another run is skipped, not loaded)."""
+        for name, obj in self.components.items():
+            if name not in state["components"]:
+                raise ValueError(f"has no {name!r} state (it has {sorted(state['components'])})")
+            if isinstance(obj, torch.nn.Module):
+                own, theirs = obj.state_dict(), state["components"][name]
+                if not isinstance(theirs, dict) or set(own) != set(theirs):
+                    raise ValueError(f"does not fit this run's {name}: other parameter names")
+                bad = [k for k, v in own.items() if isinstance(v, torch.Tensor)
+                       and (not isinstance(theirs[k], torch.Tensor) or theirs[k].shape != v.shape)]
+                if bad:
+                    raise ValueError(f"does not fit this run's {name}: {bad[0]} has shape "
+                                     f"{tuple(theirs[bad[0]].shape)}, expected {tuple(own[bad[0]].shape)}")
+
     def resume(self, require_data=(), require_extra=()) -> Resumed | None:
         """Restore the newest readable checkpoint into the components and RNGs; None if there is none.
 
@@ -131,7 +149,7 @@ class TrainState:
             try:
                 latest = self.checkpoints.load_latest(
                     map_location="cpu", quarantine=True,
-                    validate=lambda st: check_layout(st, require_data, require_extra))
+                    validate=lambda st: (check_layout(st, require_data, require_extra), self._check_fits(st)))
                 if latest is not None:
                     state, choice = latest.state, (str(latest.path), None)
             except CheckpointError as e:

@@ -47,7 +47,15 @@ enum class Pattern { None, Makhoul, Inverse, General };
 // A general index as int32 (vectorised gathers take 16 lanes of int32 against 8 of int64). O(n) per call.
 std::vector<int32_t> index32(const c10::optional<Tensor>& idx, int64_t n) {
   TORCH_CHECK(n < (int64_t(1) << 31), "torch_acdc native kernels: n = ", n, " exceeds int32 indexing");
+  TORCH_CHECK(idx->numel() == n && idx->scalar_type() == at::kLong, "torch_acdc native kernels: a gather index must "
+              "be int64 of length ", n, ", got ", idx->scalar_type(), " of length ", idx->numel());
   const int64_t* ip = idx->data_ptr<int64_t>();
+  std::vector<char> seen(n, 0);  // a gather index must be a permutation: anything else reads out of range
+  for (int64_t j = 0; j < n; ++j) {
+    TORCH_CHECK(ip[j] >= 0 && ip[j] < n && !seen[ip[j]], "torch_acdc native kernels: the gather index is not a ",
+                "permutation of range(", n, "): entry ", j, " is ", ip[j]);
+    seen[ip[j]] = 1;
+  }
   return std::vector<int32_t>(ip, ip + n);
 }
 
@@ -69,6 +77,8 @@ bool is_makhoul_inverse(const int64_t* ip, int64_t n) {
 
 Pattern classify(const c10::optional<Tensor>& idx, int64_t n) {
   if (!idx.has_value()) return Pattern::None;
+  TORCH_CHECK(idx->numel() == n && idx->scalar_type() == at::kLong, "torch_acdc native kernels: a gather index must "
+              "be int64 of length ", n, ", got ", idx->scalar_type(), " of length ", idx->numel());
   const int64_t* ip = idx->data_ptr<int64_t>();
   return is_makhoul(ip, n) ? Pattern::Makhoul : is_makhoul_inverse(ip, n) ? Pattern::Inverse : Pattern::General;
 }
@@ -430,7 +440,13 @@ Tensor gather_vec(const Tensor& p, const c10::optional<Tensor>& idx) {
     const scalar_t* src = p.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
     const int64_t* ix = idx->data_ptr<int64_t>();
-    for (int64_t j = 0, n = p.numel(); j < n; ++j) o[j] = src[ix[j]];
+    const int64_t n = p.numel();
+    TORCH_CHECK(idx->numel() == n, "torch_acdc native kernels: parameter index of length ", idx->numel(), " for ", n,
+                " features");
+    for (int64_t j = 0; j < n; ++j) {
+      TORCH_CHECK(ix[j] >= 0 && ix[j] < n, "torch_acdc native kernels: parameter index entry ", ix[j], " out of range");
+      o[j] = src[ix[j]];
+    }
   });
   return out;
 }

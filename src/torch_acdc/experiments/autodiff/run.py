@@ -49,13 +49,13 @@ def _protocol(s: dict, what: str) -> str:
 
 
 def run_autodiff(s: dict, parts=PARTS, *, out=None, fast: bool = False, seed: int = 0, progress: bool = True,
-                 command: str | None = None) -> dict:
+                 command: str | None = None, overwrite: bool = False) -> dict:
     """Run ``parts`` with settings ``s`` (see :data:`FULL`); write results.json, PNGs and summary.md into the
     run folder; return the results dict (with "out")."""
     bad = sorted(set(parts) - set(PARTS))
     if bad:
         raise ValueError(f"unknown parts {bad}: expected some of {list(PARTS)}")
-    folder = make_run_dir(out, "autodiff")
+    folder = make_run_dir(out, "autodiff", overwrite=overwrite)
     results = {"experiment": "autodiff", "config": {**s, "parts": list(parts), "fast": fast, "seed": seed,
                                                     "threads": torch.get_num_threads()},
                "command": command or _command_line()}
