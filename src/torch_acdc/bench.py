@@ -22,9 +22,12 @@ from torch import nn
 
 from . import native
 from .layers import ACDC, StackedACDC
+from .markdown import format_table as markdown_table
+from .progress import progress_bar
 
 __all__ = ["BenchRow", "LEGEND", "Monarch", "forward_latency", "median_ms", "interleaved_times", "interleaved_ms", "peak_memory_mb", "bench_size", "run", "format_table",
-           "batch_sweep", "format_sweep"]
+           "batch_sweep", "format_sweep",
+           "machine", "small_calls", "lstm_steps", "format_small_calls", "format_lstm"]
 
 
 @dataclass
@@ -198,6 +201,97 @@ def forward_latency(n: int = 1024, batch: int = 1, repeats: int = 200, device="c
     return {"n": n, "batch": batch, **t, "linear_over_acdc": t["linear_fwd_ms"] / t["acdc_fwd_ms"]}
 
 
+def machine() -> dict:
+    """What a figure needs beside it to be reproduced: CPU model, cores, torch's threads, torch version."""
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        import platform
+
+        cpu = platform.processor() or cpu
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "native": native.status(), "fft_plans": native.fft_plans()}
+
+
+def small_calls(sizes=(64, 1024, 4096), repeats: int = 300, device="cpu") -> list[dict]:
+    """B = 1 forward without grad (one row at a time: serving, generation), nn.Linear vs ACDC per size,
+    interleaved; each row also names the path the ACDC call took (:func:`torch_acdc.dispatch.explain`)."""
+    from .dispatch import explain
+
+    rows = []
+    for n in sizes:
+        row = forward_latency(n, 1, repeats, device)
+        with torch.no_grad():
+            decision = explain(ACDC(n, device=device), torch.randn(1, n, device=device))
+        row["path"] = f"{decision.route}/{decision.kernel}"
+        rows.append(row)
+    return rows
+
+
+def lstm_steps(input_size: int = 64, hidden: int = 1024, small: int = 256, seq: int = 32, batch: int = 16,
+               repeats: int = 7, gen_repeats: int = 200) -> dict:
+    """The recurrent workloads, interleaved: one training step (forward + backward over a (seq, batch)
+    sequence) of ACDCLSTM(input, hidden), nn.LSTM(input, small) and nn.LSTM(input, hidden); and one generation
+    step (batch 1, one time step with the state carried, no grad) of ACDCLSTM vs nn.LSTM of the same width.
+    Times in ms (medians); a step's input is prepared outside the clock."""
+    from .recurrent import ACDCLSTM
+
+    models = {"acdc": ACDCLSTM(input_size, hidden), "dense_small": nn.LSTM(input_size, small),
+              "dense": nn.LSTM(input_size, hidden)}
+    x = torch.randn(seq, batch, input_size)
+
+    def train(m):
+        def step():
+            m.zero_grad(set_to_none=True)
+            out, _ = m(x)
+            out.sum().backward()
+        return step
+
+    train_ms = interleaved_ms({f"train_{k}_ms": train(m) for k, m in models.items()}, repeats, warmup=2)
+    token = torch.randn(1, 1, input_size)
+
+    def generate(m):
+        with torch.no_grad():
+            _, state = m(token)
+
+        def step():
+            nonlocal state
+            with torch.no_grad():
+                _, state = m(token, state)
+        return step
+
+    gen_ms = interleaved_ms({"gen_acdc_ms": generate(models["acdc"]), "gen_dense_ms": generate(models["dense"])},
+                            gen_repeats, warmup=10)
+    res = {"input_size": input_size, "hidden": hidden, "small": small, "seq": seq, "batch": batch,
+           **train_ms, **gen_ms}
+    res["train_acdc_over_dense_small"] = res["train_acdc_ms"] / res["train_dense_small_ms"]
+    res["train_dense_over_acdc"] = res["train_dense_ms"] / res["train_acdc_ms"]
+    res["gen_dense_over_acdc"] = res["gen_dense_ms"] / res["gen_acdc_ms"]
+    return res
+
+
+def format_small_calls(rows: list[dict]) -> str:
+    return markdown_table([{"n": r["n"], "Linear us": round(r["linear_fwd_ms"] * 1e3, 1),
+                          "ACDC us": round(r["acdc_fwd_ms"] * 1e3, 1),
+                          "ACDC torch path us": round(r["acdc_torch_fwd_ms"] * 1e3, 1),
+                          "ACDC / Linear": round(r["acdc_fwd_ms"] / r["linear_fwd_ms"], 2),
+                          "Linear / ACDC": round(r["linear_over_acdc"], 2), "path": r["path"]} for r in rows])
+
+
+def format_lstm(r: dict) -> str:
+    h, s = r["hidden"], r["small"]
+    return "\n".join([
+        f"train step (T={r['seq']}, B={r['batch']}, input {r['input_size']}, forward+backward, ms): "
+        f"ACDCLSTM-{h} {r['train_acdc_ms']:.1f}, nn.LSTM-{s} {r['train_dense_small_ms']:.1f}, "
+        f"nn.LSTM-{h} {r['train_dense_ms']:.1f}",
+        f"  ACDCLSTM-{h} / nn.LSTM-{s} = {r['train_acdc_over_dense_small']:.2f}; "
+        f"nn.LSTM-{h} / ACDCLSTM-{h} = {r['train_dense_over_acdc']:.2f}",
+        f"generation step (B=1, one step with state, no grad, ms): ACDCLSTM-{h} {r['gen_acdc_ms']:.3f}, "
+        f"nn.LSTM-{h} {r['gen_dense_ms']:.3f}; nn.LSTM / ACDCLSTM = {r['gen_dense_over_acdc']:.2f}"])
+
+
 def bench_size(n: int, batch: int = 256, depth: int = 4, repeats: int = 20, device="cpu",
                dtype=torch.float32, memory: bool = True) -> BenchRow:
     """Time and measure the three layers and the rfft floor at one size."""
@@ -225,11 +319,9 @@ def batch_sweep(sizes=(1024, 4096), batches=(1, 8, 64, 256, 1024, 4096), repeats
 
     Speedups are given from the medians and from the fastest call of each (``*_speedup_min``): on a shared
     machine the two differ, and a large gap says the figure is not stable."""
-    from tqdm import tqdm
-
     device = torch.device(device)
     rows = []
-    for n, b in tqdm([(n, b) for n in sizes for b in batches], desc="batch sweep", disable=not progress):
+    for n, b in progress_bar([(n, b) for n in sizes for b in batches], desc="batch sweep", enabled=progress):
         x = torch.randn(b, n, device=device, requires_grad=True)
         lin, acdc = nn.Linear(n, n, device=device), ACDC(n, device=device)
         raw = interleaved_times({"linear_fwd_ms": _fwd(lin, x), "acdc_fwd_ms": _fwd(acdc, x),
@@ -257,10 +349,8 @@ def format_sweep(rows: list[dict]) -> str:
 
 def run(sizes=(512, 1024, 2048, 4096, 8192, 16384), batch: int = 256, depth: int = 4, repeats: int = 20,
         device="cpu", memory: bool = True, progress: bool = True) -> list[BenchRow]:
-    from tqdm import tqdm
-
     return [bench_size(n, batch, depth, repeats, device, memory=memory)
-            for n in tqdm(sizes, desc="bench", disable=not progress)]
+            for n in progress_bar(sizes, desc="bench", enabled=progress)]
 
 
 LEGEND = ("Legend: ms = median milliseconds per call; fwd = forward, f+b = layer(x).backward(g); rfft = torch.fft.rfft "

@@ -22,13 +22,13 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .conv import ACDCConv2d
 from .cost import conv2d_output_size, diagonal_stack_cost, layer_cost
-from .experiments.common import format_table
+from .markdown import format_table
 from .fit import fit_dense, relative_error
 from .layers import StackedACDC
+from .progress import progress_bar
 
 __all__ = ["convert", "ConversionReport", "ReplacedModule", "separable_factors"]
 
@@ -301,7 +301,7 @@ def convert(model: nn.Module, *, pattern: str | None = None, min_features: int =
     fit_kwargs = {"steps": fit_steps, "optimizer": fit_optimizer,
                   "lr": fit_lr if fit_lr is not None else (1.0 if fit_optimizer == "lbfgs" else 1e-2)}
     new: dict[int, nn.Module] = {}
-    for i, (name, module) in enumerate(tqdm(selected.items(), desc="convert", disable=not progress)):
+    for i, (name, module) in enumerate(progress_bar(selected.items(), desc="convert", enabled=progress)):
         replacement, error = _build_replacement(module, depth, permutation, init, fit, fit_kwargs,
                                                 None if seed is None else seed + i)
         replacement.train(module.training)

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .functional import acdc_reference
 from .layers import StackedACDC
 from .transform import compute_dtype
+from .progress import progress_bar
 
 __all__ = ["FitResult", "fit_dense", "minimise", "relative_error", "stack_matrix", "matrix_evaluator",
            "OPTIMIZERS", "DENSE_EVAL_MAX_FEATURES"]
@@ -139,7 +139,7 @@ def minimise(params: Iterable, objective: Callable[[], torch.Tensor], *, optimiz
 
     fmt = transform or (lambda v: v)
     history = []
-    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(total=steps, desc=desc, enabled=progress, leave=False)
     previous = math.inf
     for _ in range(steps):
         if optimizer == "lbfgs":

@@ -350,3 +350,5 @@ def acdc_reference(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor, bias=None)
         y = y + bias.double()
     return y
 
+
+from . import compile_ops  # noqa: E402,F401 - registers torch_acdc::acdc for the compiled route

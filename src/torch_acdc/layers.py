@@ -16,7 +16,7 @@ from . import dispatch, permutations, tables
 from .functional import acdc, acdc_gathered, permute
 from .transform import check_float_input, compute_dtype, makhoul_permutation
 
-__all__ = ["ACDC", "StackedACDC", "DiagonalLayer", "DiagonalStack", "INITS", "init_diagonals_"]
+__all__ = ["ACDC", "ACDCLinear", "StackedACDC", "DiagonalLayer", "DiagonalStack", "INITS", "init_diagonals_"]
 
 INITS = ("paper", "identity", "uniform")
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU}
@@ -256,7 +256,8 @@ class DiagonalStack(nn.Module, abc.ABC):
         Building them costs ~10-20 us per layer, as much as a whole small layer call.
         """
         def build():
-            problem = permutations.check_permutations(self.perms, self.depth - 1, self.features)
+            problem = None if dispatch.tracing() else permutations.check_permutations(self.perms, self.depth - 1,
+                                                                                    self.features)
             if problem:  # e.g. an in-place edit: the native gathers would read out of range
                 raise ValueError(f"{type(self).__name__}.perms: {problem}")
             return [(idx, permutations.inverse(idx))
@@ -318,3 +319,26 @@ class StackedACDC(DiagonalStack):
 
     def gathered_layer(self, h, a, d, gather_in, gather_out, bias, param=None):
         return acdc_gathered(h, a, d, gather_in, gather_out, bias, param)  # all fused into the kernels
+
+
+class ACDCLinear(StackedACDC):
+    """An ACDC replacement for ``nn.Linear(in_features, out_features, bias=True)``: the same constructor and
+    shapes, input (..., in_features) -> output (..., out_features), for any sizes.
+
+    A linear stack of ``depth`` ACDC layers (default 2) acting on N = max(in_features, out_features) features
+    (the input zero-padded to N, the output truncated), a random permutation between layers, each layer with
+    diagonals a, d (N each) and, with ``bias=True``, a bias (N). Parameters: ``depth * (2 + bias) * N``
+    (nn.Linear: ``in * out + out``); cost O(depth * N log N) per row. ``depth``, ``permutation``,
+    ``activation`` and ``init`` are :class:`StackedACDC`'s.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, depth: int = 2,
+                 permutation="random", activation=None, init: str = "paper", device=None, dtype=None):
+        _check_flag("ACDCLinear", "bias", bias, " (the third argument is bias, as in nn.Linear; depth is a keyword)"
+                    if not isinstance(bias, bool) else "")
+        super().__init__(in_features, out_features, depth, permutation=permutation, activation=activation,
+                         bias=bias, init=init, device=device, dtype=dtype)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"depth={self.depth}, permutation={self.permutation!r}, init={self.init!r}")

@@ -22,6 +22,7 @@ import importlib
 import sys
 
 COMMANDS = {
+    "build": "torch_acdc.cli.build",
     "bench": "torch_acdc.cli.bench",
     "approx": "torch_acdc.cli.approx",
     "linear-problem": "torch_acdc.cli.linear_problem",
@@ -39,6 +40,20 @@ __all__ = ["COMMANDS", "Parser", "build_parser", "main", "console_main", "versio
 def _summary(module) -> str | None:
     doc = (module.__doc__ or "").strip()
     return doc.splitlines()[0] if doc else None
+
+
+def _summary_from_source(module_name: str) -> str | None:
+    """The first docstring line of a command module, read from its source (no import: ``acdc --help`` and
+    ``acdc --version`` answer without loading torch)."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or spec.origin is None:
+        return None
+    with open(spec.origin, encoding="utf-8") as f:
+        doc = ast.get_docstring(ast.parse(f.read()))
+    return doc.strip().splitlines()[0] if doc else None
 
 
 EPILOG = """\
@@ -70,36 +85,83 @@ def version() -> str:
         return __version__
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``acdc`` parser with one sub-parser per entry of COMMANDS (prefix abbreviations off everywhere)."""
-    from .common import add_common_arguments, annotate_presets
+def build_parser(commands=None) -> argparse.ArgumentParser:
+    """The ``acdc`` parser with one sub-parser per entry of COMMANDS (prefix abbreviations off everywhere).
 
+    ``commands``: the names whose modules are imported and whose flags are declared (default all); the others
+    get a sub-parser with their one-line summary only (read from source), so ``acdc --help`` and a single
+    command's parse import nothing else. A command module's optional ``THREADS`` / ``DEVICE`` attributes
+    declare ``--threads`` / ``--device`` (with that default) through :mod:`torch_acdc.cli.common`.
+    """
+    from .common import HelpFormatter, add_common_arguments, add_device_argument, add_threads_argument, annotate_presets
+
+    wanted = set(COMMANDS) if commands is None else set(commands)
     parser = Parser(prog="acdc", description="ACDC structured efficient linear layers.",
                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"acdc (torch-acdc) {version()}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for name, module_name in COMMANDS.items():
+        if name not in wanted:
+            sub.add_parser(name, help=_summary_from_source(module_name), add_help=False)
+            continue
         module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=_summary(module), description=getattr(module, "DESCRIPTION", module.__doc__),
-                           formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+                           formatter_class=HelpFormatter, allow_abbrev=False)
         module.add_arguments(p)
+        if hasattr(module, "THREADS"):
+            add_threads_argument(p, module.THREADS)
+        if hasattr(module, "DEVICE"):
+            add_device_argument(p, module.DEVICE)
         add_common_arguments(p, name, getattr(module, "FAST_HELP", None))
         presets = (getattr(module, "FULL", {}), getattr(module, "FAST", {}))
         annotate_presets(p, *presets)
-        p.set_defaults(_run=module.run, _presets=presets)
+        for action in p._actions:  # a flag declared without help still shows its default
+            if action.option_strings and action.help is None and action.default not in (None, False):
+                action.help = "(default: %(default)s)"
+        p.set_defaults(_run=module.run, _presets=presets, _times=getattr(module, "TIMES", False))
     return parser
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first token that is one), or None."""
+    return next((a for a in argv if a in COMMANDS), None)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``acdc``: parse ``argv`` (default ``sys.argv[1:]``), run the sub-command, return its exit
-    status; errors are reported as one line (see :mod:`torch_acdc.cli.errors`)."""
-    from .common import fill_presets
+    status; errors are reported as one line (see :mod:`torch_acdc.cli.errors`). Changes nothing process-wide
+    but torch's thread count when ``--threads`` is given."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _command_of(argv)
+    try:
+        parser = build_parser([command] if command else [])
+    except ModuleNotFoundError as exc:  # a command module needs an extra that is not installed
+        from .errors import missing_extra
+
+        if missing_extra(exc) is None:
+            raise
+        print(f"acdc {command}: error: {missing_extra(exc)}", file=sys.stderr)
+        return 1
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named with the sub-command that was given the flag
+        prog = f"acdc {args.command}" if getattr(args, "command", None) else "acdc"
+        parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(unknown)} (see {prog} --help)\n")
+    from .common import fill_presets, oversubscription_hint
     from .errors import debug_enabled, report
 
-    args = build_parser().parse_args(argv)
     fill_presets(args, *args._presets)
     try:
+        if getattr(args, "threads", None):
+            import torch
+
+            torch.set_num_threads(args.threads)
+        if args._times:
+            import torch
+
+            hint = oversubscription_hint(torch.get_num_threads())
+            if hint:
+                print(hint, file=sys.stderr)
         return int(args._run(args) or 0)
     except (Exception, KeyboardInterrupt) as exc:
         if debug_enabled(args):

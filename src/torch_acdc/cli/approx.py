@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import argparse
 
-from tqdm.auto import tqdm
-
 from ..experiments import approx as lib
 from ..experiments.common import format_table, make_run_dir, run_title, write_json
 from ..fit import OPTIMIZERS
 from .common import UsageError, positive_float, positive_int
+from ..progress import progress_bar
 
 DESCRIPTION = lib.__doc__
 FULL = {"n": 32, "depths": [1, 2, 4, 8, 16, 32], "seeds": 5, **lib.DEFAULTS}
 FAST = lib.FAST
 FAST_HELP = "quick smoke run (explicit flags win)"
+
+
+TIMES = True  # the busy-machine hint (cli.common)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     out = make_run_dir(args.out, "approx", overwrite=args.overwrite)
     seeds = range(args.seed, args.seed + args.seeds)
     jobs = [(perm, depth, seed) for perm in args.permutations for depth in args.depths for seed in seeds]
-    bar = tqdm(jobs, desc="approx", disable=args.no_progress)
+    bar = progress_bar(jobs, desc="approx", enabled=not args.no_progress)
     fits: dict[tuple, list[dict]] = {}
     for perm, depth, seed in bar:
         bar.set_postfix(perm=perm, depth=depth, seed=seed, refresh=False)

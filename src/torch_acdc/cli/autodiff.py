@@ -31,25 +31,22 @@ _OVERRIDES = {
 }
 
 
+THREADS, TIMES = 1, True  # --threads (cli.common; default 1: timings of one thread), the busy-machine hint
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     for flag, (key, typ, nargs) in _OVERRIDES.items():
         p.add_argument(flag, dest=key, type=typ, nargs=nargs, default=None,
                        help=f"default {FULL[key]} (--fast: {FAST[key]})")
-    p.add_argument("--threads", type=positive_int, default=1, help="torch intra-op threads (default 1)")
 
 
 def run(args: argparse.Namespace) -> int:
     settings = resolve_settings({key: getattr(args, key) for key, _, _ in _OVERRIDES.values()}, args.fast)
     if not 2 <= min(settings["chars"]) <= max(settings["chars"]) <= 12:
         raise SystemExit(f"acdc autodiff: --chars must be in [2, 12], got {settings['chars']}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
-        res = run_autodiff(settings, args.parts, out=args.out, fast=args.fast, seed=args.seed, overwrite=args.overwrite,
-                           progress=not args.no_progress)
-    finally:
-        torch.set_num_threads(threads)
+    res = run_autodiff(settings, args.parts, out=args.out, fast=args.fast, seed=args.seed, overwrite=args.overwrite,
+                       progress=not args.no_progress)
     print((res["out"] / "summary.md").read_text())
     print(f"results: {res['out'] / 'results.json'}; figures: {', '.join(str(p) for p in res['figures'].values())}")
     return 0

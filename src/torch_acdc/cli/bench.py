@@ -21,18 +21,21 @@ FAST = {"sizes": [256, 1024], "repeats": 5}
 FAST_HELP = "smoke test, same as --quick (explicit flags win)"
 
 
+THREADS, DEVICE, TIMES = None, "cpu", True  # --threads / --device (cli.common), the busy-machine hint
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", type=positive_int, nargs="+", default=None)
     p.add_argument("--batch", type=positive_int, default=256)
     p.add_argument("--depth", type=positive_int, default=4, help="depth of the StackedACDC column")
     p.add_argument("--repeats", type=positive_int, default=None)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--quick", action="store_true", dest="fast", help="the same as --fast")
     p.add_argument("--batch-sweep", action="store_true",
                    help="also sweep batch sizes 1..4096 at n=1024 and 4096 (Linear vs ACDC)")
-    p.add_argument("--latency-n", type=positive_int, default=1024, help="n of the batch-1 forward latency line")
+    p.add_argument("--latency-sizes", type=positive_int, nargs="+", default=[64, 1024, 4096],
+                   help="n of the batch-1 forward (no grad) rows")
+    p.add_argument("--no-lstm", action="store_true", help="skip the LSTM training and generation step timings")
 
 
 def _sweep_defaults() -> tuple[tuple, tuple]:
@@ -56,8 +59,9 @@ def estimate_sweep_seconds(repeats: int, device: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    out = make_run_dir(args.out, "bench", overwrite=args.overwrite)  # refused before any timing, not after
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     seed_everything(args.seed)
     sizes, repeats = args.sizes, args.repeats
     sweep_repeats = max(3, repeats // 2)
@@ -72,19 +76,25 @@ def run(args: argparse.Namespace) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, fp32, "
           f"median ms; peak MiB allocated during one forward+backward")
     print(table)
-    lat = bench.forward_latency(args.latency_n, device=args.device)
-    print(f"\nB=1, n={lat['n']} forward (median ms): Linear {lat['linear_fwd_ms']:.4f}, ACDC "
-          f"{lat['acdc_fwd_ms']:.4f} (torch path {lat['acdc_torch_fwd_ms']:.4f}); Linear / ACDC "
-          f"{lat['linear_over_acdc']:.2f}")
+    info = bench.machine()
+    print(f"\nmachine: {info['cpu']}, {info['cores']} cores, {info['threads']} torch threads, torch {info['torch']}; "
+          f"native kernels {info['native']}; FFT plans kept: {info['fft_plans']}")
+    small = bench.small_calls(args.latency_sizes, repeats=60 if args.fast else 300, device=args.device)
+    print("\nB=1 forward, no grad (median us, interleaved; path = dispatch route/kernel of the ACDC call):")
+    print(bench.format_small_calls(small))
+    result = {"rows": [r.as_dict() for r in rows], "threads": torch.get_num_threads(), "small_calls": small,
+              "machine": info, "torch": torch.__version__, "device": args.device}
+    if not args.no_lstm and args.device == "cpu":
+        lstm = bench.lstm_steps(repeats=3 if args.fast else 7, gen_repeats=40 if args.fast else 200)
+        print("\nrecurrent (interleaved medians):")
+        print(bench.format_lstm(lstm))
+        result["lstm"] = lstm
     print(bench.LEGEND)
-    result = {"rows": [r.as_dict() for r in rows], "threads": torch.get_num_threads(), "latency": lat,
-              "torch": torch.__version__, "device": args.device}
     if args.batch_sweep:
         sweep = bench.batch_sweep(device=args.device, repeats=sweep_repeats, progress=not args.no_progress)
         print("\nBatch-size sweep (median ms; speedup = Linear / ACDC):")
         print(bench.format_sweep(sweep))
         result["batch_sweep"] = sweep
-    out = make_run_dir(args.out, "bench", overwrite=args.overwrite)
     write_json(out / "results.json", result)
     print(f"results: {out / 'results.json'}")
     return 0

@@ -13,6 +13,8 @@ from ..experiments import charlm_sweep as sweep
 from ..experiments.common import format_table, make_run_dir, run_title, write_json
 from ..training import distributed
 from .common import (
+    ACTIVATION_CHOICES,
+    PERMUTATION_CHOICES,
     UsageError,
     fraction,
     nonnegative_float,
@@ -29,6 +31,9 @@ FULL = {name: getattr(lib.CharLMConfig, name) for name in FAST}  # full mode: th
 FAST_HELP = "tiny model and text for smoke tests (explicit flags win)"
 
 
+THREADS, DEVICE, TIMES = None, "auto", True  # --threads / --device (cli.common), the busy-machine hint
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = lib.CharLMConfig()
     p.add_argument("--data", default=None, help="UTF-8 text file (default: Python's bundled pydoc topics text)")
@@ -41,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embed", type=positive_int, default=None, help="embedding size")
     p.add_argument("--layers", type=positive_int, default=d.layers)
     p.add_argument("--depth", type=positive_int, default=d.depth, help="ACDC layers per gate transform (--model acdc)")
-    p.add_argument("--permutation", default=d.permutation, type=lambda s: None if s == "none" else s,
+    p.add_argument("--permutation", default=d.permutation, choices=PERMUTATION_CHOICES, type=lambda s: None if s == "none" else s,
                    help="between ACDC layers: random | riffle | none")
     p.add_argument("--dropout", type=unit_interval, default=d.dropout, help="between LSTM layers")
     p.add_argument("--batch", type=positive_int, default=None,
@@ -64,8 +69,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=positive_float, default=d.temperature, help="sampling temperature")
     p.add_argument("--compare", action="store_true",
                    help="train dense and acdc at equal hidden size and at equal parameter count")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (under torchrun: cuda:LOCAL_RANK)")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
     g = p.add_argument_group("--sweep: dense and ACDC over hidden sizes at an equal wall-clock budget")
     g.add_argument("--sweep", action="store_true",
                    help=f"run the scaling sweep (defaults: {sweep.SWEEP_FULL}; with --fast {sweep.SWEEP_FAST})")
@@ -83,8 +86,6 @@ def config_from_args(args: argparse.Namespace) -> lib.CharLMConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.sweep:
         return run_sweep(args)
     cfg = config_from_args(args)

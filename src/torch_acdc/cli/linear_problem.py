@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import argparse
 
-from tqdm.auto import tqdm
-
 from ..experiments import linear_problem as lib
 from ..experiments.common import format_table, make_run_dir, run_title, write_json
 from .common import positive_float, positive_int
+from ..progress import progress_bar
 
 DESCRIPTION = lib.__doc__
 FULL = {"n": 32, "samples": 10000, "steps": 1000, "depths": [1, 2, 4, 8, 16, 32],
         "permutations": list(lib.PERMUTATIONS)}
 FAST = lib.FAST
 FAST_HELP = "quick smoke run (explicit flags win)"
+
+
+TIMES = True  # the busy-machine hint (cli.common)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     out = make_run_dir(args.out, "linear-problem", overwrite=args.overwrite)
     jobs = [(perm, depth) for perm in args.permutations for depth in args.depths]
     rows = []
-    for perm, depth in tqdm(jobs, desc="linear-problem", disable=args.no_progress):
+    for perm, depth in progress_bar(jobs, desc="linear-problem", enabled=not args.no_progress):
         res = lib.train_stack(x, y, depth, lib.PERMUTATIONS[perm], bias=not args.no_bias, steps=args.steps,
                               lr=args.lr, lr_multipliers=mult, seed=args.seed, progress=not args.no_progress)
         rows.append({"permutation": perm, "depth": depth, **res})

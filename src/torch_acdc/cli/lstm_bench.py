@@ -15,6 +15,9 @@ FAST = lib.FAST
 FAST_HELP = "smoke test (explicit flags win)"
 
 
+THREADS, TIMES = None, True  # --threads (cli.common), the busy-machine hint
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", type=positive_int, nargs="+", default=None, help="hidden sizes")
     p.add_argument("--steps", type=positive_int, default=None, help="sequence length T")
@@ -29,14 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip dense above this estimated memory")
     p.add_argument("--max-step-seconds", type=positive_float, default=120.0,
                    help="skip dense when its extrapolated step time exceeds this")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads (default: torch's)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.permutation == "none":
         args.permutation = None
-    if args.threads:
-        torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     rows = lib.measure(args)
     cross = lib.crossover(rows)

@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from ..recipe import param_groups
 from ..training import CheckpointError, CheckpointManager, DistContext, StreamBatches, TrainState
 from .common import integer_axis, line_style, new_figure, save_figure, seed_everything, set_title, write_json
 from .stdlib_corpus import STDLIB_CORPUS, read_stdlib_text
+from ..progress import progress_bar
 
 __all__ = ["CharLM", "CharLMConfig", "Corpus", "read_text", "encode", "load_corpus", "count_parameters",
            "hidden_for_params", "evaluate_bpc", "sample_text", "train_charlm", "compare_charlm"]
@@ -321,8 +321,8 @@ def train_charlm(cfg: CharLMConfig, run_dir: str | Path, ctx: DistContext | None
                    extra={"config": dataclasses.asdict(cfg), "text_sha256": corpus.sha256, "history": history,
                           "train_seconds": run.train_seconds})
 
-    bar = tqdm(range(run.step, cfg.steps), initial=run.step, total=cfg.steps, desc=label, unit="step",
-               disable=not (progress and ctx.is_main), dynamic_ncols=True)
+    bar = progress_bar(range(run.step, cfg.steps), initial=run.step, total=cfg.steps, desc=label, unit="step",
+               enabled=(progress and ctx.is_main), dynamic_ncols=True)
     for step in bar:
         if cfg.time_budget is not None and run.train_seconds >= cfg.time_budget:
             break  # resumed after the budget was spent

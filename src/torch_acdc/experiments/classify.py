@@ -29,12 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-from tqdm.auto import tqdm
 
 from ..layers import StackedACDC
 from ..recipe import param_groups
 from ..training import CheckpointError, CheckpointManager, DistContext, ShardedBatches, TrainState
 from .common import integer_axis, line_style, new_figure, save_figure, set_title
+from ..progress import progress_bar
 
 __all__ = ["Truncate", "build_dense_mlp", "build_acdc_only", "build_acdc_head", "build_model", "MODELS",
            "TrainResult", "train_classifier", "evaluate", "mean_std", "plot_accuracy"]
@@ -202,7 +202,7 @@ def train_classifier(model: nn.Module, train_data: TensorDataset, test_data: Ten
         if not resume:
             state.begin(resume=False, overwrite=overwrite)
 
-    bar = tqdm(total=total_steps, initial=run.step, desc=desc, disable=not (progress and ctx.is_main),
+    bar = progress_bar(total=total_steps, initial=run.step, desc=desc, enabled=(progress and ctx.is_main),
                leave=False)
     step_times = []
     for step in range(run.step, total_steps):

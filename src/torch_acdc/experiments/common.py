@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..files import atomic_write
+from ..markdown import format_table  # noqa: F401 (re-exported for the experiments)
 from ..training.runs import check_fresh_start, lock_dir
 
 __all__ = ["seed_everything", "make_run_dir", "write_json", "save_figure", "format_table", "new_figure", "run_title",
@@ -81,20 +82,6 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def format_table(rows: list[dict], columns: list[str] | None = None, floatfmt: str = ".4g") -> str:
-    """A Markdown table of dict rows."""
-    if not rows:
-        return "(no rows)"
-    columns = columns or list(rows[0])
-
-    def fmt(v):
-        return format(v, floatfmt) if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def run_title(what: str, *, data: str, protocol: str, seeds, fast: bool) -> str:

@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..conversion import convert
 from ..cost import plan_inference
 from ..fit import minimise
 from . import hf
+from ..progress import progress_bar
 
 __all__ = ["CompressConfig", "doc_sentences", "ffn_names", "capture_io", "fit_on_activations",
            "svd_factorisation", "svd_rank_for", "neighbour_agreement", "evaluate", "time_per_batch",
@@ -221,7 +221,7 @@ def distil(student: nn.Module, params: list[nn.Parameter], batches: list[dict], 
     returns the loss per step. Cost per step: one forward+backward of the student on one batch."""
     opt = torch.optim.Adam(params, lr=lr)
     losses = []
-    for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+    for step in progress_bar(range(steps), desc=desc, enabled=progress, leave=False):
         i = step % len(batches)
         loss = 1 - (hf.embed(student, batches[i]) * targets[i]).sum(-1).mean()
         opt.zero_grad(set_to_none=True)
@@ -288,7 +288,7 @@ def run_compress(cfg: CompressConfig, progress: bool = True) -> dict:
     rows = [row("original", teacher, {"kind": "dense", "depth": None})]
     random_acdc, info = _variant(teacher, names, "acdc", cfg.depths[0], io, cfg, fit=False)
     rows.append(row(f"acdc-d{cfg.depths[0]} random init", random_acdc, info))
-    for depth in tqdm(cfg.depths, desc="depths", disable=not progress):
+    for depth in progress_bar(cfg.depths, desc="depths", enabled=progress):
         for kind in ("acdc", "svd"):
             student, info = _variant(teacher, names, kind, depth, io, cfg, fit=True)
             fitted = evaluate(student, eval_b, reference)

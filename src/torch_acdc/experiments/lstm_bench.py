@@ -14,11 +14,11 @@ import time
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..bench import median_ms
 from ..recurrent import ACDCLSTM, acdc_lstm_parameter_count
 from .common import new_figure, save_figure, set_title
+from ..progress import progress_bar
 
 FULL_SIZES = [256, 512, 1024, 2048, 4096, 8192, 16384]
 FAST = {"sizes": [16, 32], "steps": 3, "batch": 2, "repeats": 1}
@@ -88,7 +88,7 @@ def measure(args) -> list[dict]:
     rows = []
     skip_dense = None
     jobs = [(h, k) for h in args.sizes for k in ("dense", "acdc")]
-    bar = tqdm(jobs, desc="lstm-bench", disable=args.no_progress)
+    bar = progress_bar(jobs, desc="lstm-bench", enabled=not args.no_progress)
     for hidden, kind in bar:
         bar.set_postfix(hidden=hidden, model=kind, refresh=True)
         input_size = args.input_size or hidden

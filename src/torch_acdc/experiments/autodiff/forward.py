@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 from torch.func import functional_call, grad, jvp, vmap
-from tqdm.auto import tqdm
 
 from ...layers import StackedACDC
 from .timing import interleaved_medians
+from ...progress import progress_bar
 
 __all__ = ["flat_loss", "forward_gradient", "central_differences", "measure_forward"]
 
@@ -53,7 +53,7 @@ def measure_forward(ns, *, depth: int = 2, batch: int = 16, chunk: int = 256, fd
     central differences; relative errors of forward mode and of differences (float32 and float64, each step
     h) against the float64 reverse gradient."""
     rows = []
-    for n in tqdm(list(ns), desc="autodiff: forward mode", disable=not progress):
+    for n in progress_bar(list(ns), desc="autodiff: forward mode", enabled=progress):
         torch.manual_seed(seed)
         model = StackedACDC(n, n, depth, activation="tanh")
         x = torch.randn(batch, n)

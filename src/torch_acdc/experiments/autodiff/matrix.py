@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import torch
 from torch.func import hessian, jacfwd, jacrev
-from tqdm.auto import tqdm
 
 from ...derivatives import hvp, least_squares_hessian, linear_jacobian
 from ...layers import StackedACDC
 from .timing import interleaved_medians
+from ...progress import progress_bar
 
 __all__ = ["GROUPS", "jacobian_by_loop", "measure_matrix"]
 
@@ -44,7 +44,7 @@ def measure_matrix(ns, *, depth: int = 4, rounds: int = 3, min_sample: float = 0
     group's first method, and the relative error against the group's autodiff reference (jacrev /
     torch.func.hessian / explicit H v / autograd)."""
     rows = []
-    for n in tqdm(list(ns), desc="autodiff: matrix level", disable=not progress):
+    for n in progress_bar(list(ns), desc="autodiff: matrix level", enabled=progress):
         torch.manual_seed(seed)
         stack = StackedACDC(n, n, depth, init="uniform").double()
         x, y, v = torch.randn(3, n, dtype=torch.float64).unbind(0)

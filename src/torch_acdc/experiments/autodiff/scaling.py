@@ -10,11 +10,11 @@ import math
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ...layers import StackedACDC
 from .models import PlainACDCStack, dense_stack
 from .timing import interleaved_medians
+from ...progress import progress_bar
 
 __all__ = ["METHODS", "measure_scaling", "fit_loglog", "scaling_fits"]
 
@@ -53,7 +53,7 @@ def measure_scaling(ns, depths, *, batch: int = 32, dense_limit: int = 2**26, ro
     """
     rows = []
     jobs = [(n, r) for n in ns for r in depths]
-    for n, r in tqdm(jobs, desc="autodiff: gradient scaling", disable=not progress):
+    for n, r in progress_bar(jobs, desc="autodiff: gradient scaling", enabled=progress):
         torch.manual_seed(seed)
         x = torch.randn(batch, n)
         stack = StackedACDC(n, n, r)

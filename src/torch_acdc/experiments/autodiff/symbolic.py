@@ -17,9 +17,9 @@ import sys
 import time
 
 import torch
-from tqdm.auto import tqdm
 
 from .timing import interleaved_medians
+from ...progress import progress_bar
 
 __all__ = ["TEXT", "char_indices", "param_shapes", "param_count", "torch_loss", "sympy_loss", "tree_size",
            "symbolic_gradient_job", "measure_symbolic"]
@@ -204,7 +204,7 @@ def measure_symbolic(cells_list, chars_list=(len(TEXT),), *, text: str = TEXT, l
     A size at least as large (in both) as one that missed its limit is not attempted."""
     rows, failed = [], []
     jobs = [(c, k) for c in chars_list for k in cells_list]
-    for chars, cells in tqdm(jobs, desc="autodiff: symbolic LSTM", disable=not progress):
+    for chars, cells in progress_bar(jobs, desc="autodiff: symbolic LSTM", enabled=progress):
         if not 2 <= chars <= len(text):
             raise ValueError(f"chars must be in [2, {len(text)}] (one prediction at least), got {chars}")
         tokens = char_indices(text, cells)[:chars]
