@@ -9,7 +9,6 @@ import torch
 
 from torch_acdc.cli import main
 from torch_acdc.experiments import hf
-from torch_acdc.experiments.charlm_sweep import equal_steps, overtakes
 from torch_acdc.experiments.compress import neighbour_agreement, svd_factorisation, svd_rank_for
 from torch_acdc.experiments.stdlib_corpus import STDLIB_FILES, read_stdlib_text
 
@@ -45,31 +44,66 @@ def _run(r, model, hidden, steps, bpc):
             "final_val_bpc": bpc}
 
 
-def test_equal_steps_and_overtakes():
-    runs = [_run(0, "dense", 64, 300, 2.0), _run(0, "dense", 256, 40, 2.5), _run(0, "acdc", 1024, 70, 1.9),
-            _run(0, "acdc", 64, 900, 2.2)]
-    assert equal_steps(runs) == 32
-    assert overtakes(runs) == {"best_dense": "dense-h64", "best_dense_bpc": 2.0, "acdc_better": ["acdc-h1024"]}
+SWEEP = ["charlm", "--sweep", "--fast", "--no-progress", "--threads", "1", "--families", "dense:8", "acdc:16",
+         "--budgets", "0.05", "0.1", "0.2", "--val-chars", "2048", "--test-chars", "2048", "--max-chars", "60000"]
 
 
 def test_sweep_fast_outputs_and_resume(tmp_path, capsys):
-    args = ["charlm", "--sweep", "--fast", "--no-progress", "--threads", "1", "--time-budget", "1",
-            "--acdc-hidden", "32", "--dense-hidden", "16", "--out", str(tmp_path)]
+    """Timing pass, every job, merge: the protocol is recorded, the LR is chosen on validation per family and
+    budget, and re-running the same sweep trains nothing again and gives the same table."""
+    args = [*SWEEP, "--out", str(tmp_path)]
     assert main(args) == 0
     result = json.loads((tmp_path / "results.json").read_text())
-    runs = {r["label"]: r for r in result["runs"]}
-    assert set(runs) == {"dense-h16", "acdc-h32"}
-    vocab = runs["dense-h16"]["vocab_size"]
-    for r in runs.values():
-        assert r["config"]["data"] == "builtin:stdlib-source" and r["config"]["val_pow2"]
-        assert r["train_seconds"] >= 1 and r["steps_done"] >= 1 and r["peak_rss_mib"] > 50
-        assert 0 < r["final_val_bpc"] < math.log2(vocab) + 1  # a uniform guess is log2(vocab) bits
-        assert 1 in r["history"]["val_step"] and r["history"]["val_step"][-1] == r["steps_done"]
-    assert (tmp_path / "sweep.png").stat().st_size > 0 and "val BPC" in (tmp_path / "summary.md").read_text()
+    plan = result["plan"]
+    assert set(plan["step_ms"]) == {"dense:8", "acdc:16"} and "interleaved" in plan["how"]
+    assert plan["machine"]["cpu"] and plan["machine"]["threads"] == 1
+    assert result["protocol"]["seeds"] == [0, 1] and result["protocol"]["val_chars"] == 2048
+    assert len(result["rows"]) == 6 and result["jobs"] == 12  # 2 families x 3 budgets; 2 x 3 LRs x 2 seeds
+    for row in result["rows"]:
+        assert row["chosen lr"] in result["lr_grids"][row["family"]]
+        assert row["steps"] == plan["steps"][row["family"]][f"{row['budget s']:g}"]
+        lo, hi = map(float, row["test min..max"].split(".."))
+        assert lo <= row["test BPC"] + 1e-3 and row["test BPC"] <= hi + 1e-3
+    assert (tmp_path / "equal_compute.png").stat().st_size > 0 and "chosen lr" in (tmp_path / "summary.md").read_text()
     capsys.readouterr()
-    assert main(args) == 0  # finished runs are not re-run
+    assert main(args) == 0  # finished jobs are not re-run; the same table
     assert "starting at step 0" not in capsys.readouterr().out
-    assert json.loads((tmp_path / "results.json").read_text())["runs"] == result["runs"]
+    assert json.loads((tmp_path / "results.json").read_text())["rows"] == result["rows"]
+
+
+def test_sweep_jobs_run_separately_then_merge(tmp_path, capsys):
+    """One command per job (as --list-jobs prints them) and one merge give the table of a whole run."""
+    args = [*SWEEP, "--seeds", "0", "--lrs", "0.01", "--out", str(tmp_path)]
+    assert main([*args, "--list-jobs"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and "--plan-only" in lines[0] and lines[1].endswith("# dense-h8-lr0.01-s0")
+    assert lines[-1].endswith("--merge")
+    assert main([*args, "--job", "0"]) == 2 and "--plan-only" in capsys.readouterr().err
+    assert main([*args, "--plan-only"]) == 0
+    assert main([*args, "--merge"]) == 1  # no job has run yet: a clear error
+    assert "have no results yet" in capsys.readouterr().err
+    for k in (1, 0):
+        assert main([*args, "--job", str(k)]) == 0
+    assert main([*args, "--merge"]) == 0
+    assert len(json.loads((tmp_path / "results.json").read_text())["rows"]) == 6
+
+
+@pytest.mark.parametrize("extra,message", [(["--lrs", "0.01", "-0.1"], "distinct positive"),
+                                           (["--seeds", "1", "1"], "distinct non-negative"),
+                                           (["--val-chars", "900000"], "corpus is too small"),
+                                           (["--families", "dense:8", "lstm:4"], "MODEL:WIDTH")])
+def test_sweep_bad_input_fails_before_training(tmp_path, capsys, extra, message):
+    assert main([*SWEEP, *extra, "--out", str(tmp_path)]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "jobs").exists() and not (tmp_path / "plan.json").exists()
+
+
+def test_a_different_sweep_in_the_folder_is_refused(tmp_path, capsys):
+    args = [*SWEEP, "--seeds", "0", "--lrs", "0.01", "--out", str(tmp_path)]
+    assert main([*args, "--plan-only"]) == 0 and main([*args, "--job", "0"]) == 0
+    assert main([*args, "--budgets", "0.1", "0.2", "0.4"]) == 1
+    assert "another sweep" in capsys.readouterr().err
+    assert (tmp_path / "jobs" / "dense-h8-lr0.01-s0" / "results.json").exists()  # nothing lost
 
 
 # ------------------------------------------------------------------------------------------ metrics

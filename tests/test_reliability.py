@@ -388,23 +388,6 @@ def test_native_fp32_parameter_gradients_sum_the_batch_accurately():
         assert rel < 1e-6, (rel, p.shape)
 
 
-def test_a_different_sweep_in_the_folder_is_refused_the_same_one_continues(tmp_path):
-    from torch_acdc.experiments.charlm_sweep import SWEEP_FAST, claim_sweep_dir, sweep_base, sweep_configs
-    from torch_acdc.training import RunFolderError
-
-    first = sweep_configs(*sweep_base(SWEEP_FAST))
-    other = sweep_configs(*sweep_base(SWEEP_FAST, time_budget=1.0))
-    claim_sweep_dir(tmp_path, first)
-    (tmp_path / "results.json").write_text("{}")
-    (tmp_path / "dense-h32").mkdir()
-    claim_sweep_dir(tmp_path, first)  # the same sweep: continued
-    with pytest.raises(RunFolderError, match="another sweep"):
-        claim_sweep_dir(tmp_path, other)
-    assert (tmp_path / "results.json").exists()  # nothing of the earlier sweep was touched
-    claim_sweep_dir(tmp_path, other, overwrite=True)
-    assert not (tmp_path / "results.json").exists() and not (tmp_path / "dense-h32").exists()
-
-
 def test_an_empty_checkpoints_folder_does_not_block_a_rerun(tmp_path):
     from torch_acdc.training.runs import check_fresh_start, holds_run
 

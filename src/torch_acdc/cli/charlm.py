@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import dataclasses
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..experiments import charlm as lib
-from ..experiments import charlm_sweep as sweep
+from ..experiments import equal_compute as ec
 from ..experiments.common import format_table, make_run_dir, run_title, write_json
 from ..training import distributed
 from .common import (
@@ -69,13 +70,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=positive_float, default=d.temperature, help="sampling temperature")
     p.add_argument("--compare", action="store_true",
                    help="train dense and acdc at equal hidden size and at equal parameter count")
-    g = p.add_argument_group("--sweep: dense and ACDC over hidden sizes at an equal wall-clock budget")
-    g.add_argument("--sweep", action="store_true",
-                   help=f"run the scaling sweep (defaults: {sweep.SWEEP_FULL}; with --fast {sweep.SWEEP_FAST})")
-    g.add_argument("--acdc-hidden", type=positive_int, nargs="+", default=None, help="ACDC hidden sizes")
-    g.add_argument("--dense-hidden", type=positive_int, nargs="+", default=None, help="dense hidden sizes")
-    g.add_argument("--time-budget", type=positive_float, default=None, help="training seconds per model")
-    g.add_argument("--val-max-chars", type=positive_int, default=None, help="validate on the first N held-out chars")
+    p.add_argument("--time-budget", type=positive_float, default=None, help="stop after N seconds of training steps")
+    p.add_argument("--val-max-chars", type=positive_int, default=None, help="validate on the first N held-out chars")
+    g = p.add_argument_group("--sweep: families compared at equal measured compute (torch_acdc.experiments."
+                             "equal_compute); defaults below are --sweep's, with --fast its smoke values")
+    g.add_argument("--sweep", action="store_true", help="timing pass, every job of the grid, then the merged table")
+    g.add_argument("--families", nargs="+", default=None, help=f"MODEL:WIDTH (default {' '.join(ec.FULL['families'])};"
+                                                               f" --fast {' '.join(ec.FAST['families'])})")
+    g.add_argument("--budgets", type=positive_float, nargs="+", default=None,
+                   help=f"seconds of measured training compute per model (default {ec.FULL['budgets']})")
+    g.add_argument("--lrs", type=float, nargs="+", default=None,
+                   help=f"one learning-rate grid for every family (default per kind: {ec.LR_GRIDS}); each family picks its "
+                        "best on validation")
+    g.add_argument("--seeds", type=int, nargs="+", default=None, help=f"seeds (default {ec.FULL['seeds']})")
+    g.add_argument("--val-chars", type=positive_int, default=None,
+                   help=f"validation characters, choose the LR (default {ec.FULL['val_chars']})")
+    g.add_argument("--test-chars", type=positive_int, default=None,
+                   help=f"test characters after them, reported (default {ec.FULL['test_chars']})")
+    g.add_argument("--list-jobs", action="store_true", help="print one command per job of the grid and exit")
+    g.add_argument("--plan-only", action="store_true", help="only the timing pass (plan.json), which every job reads")
+    g.add_argument("--job", type=nonnegative_int, default=None, help="run only job K (needs the plan: --plan-only)")
+    g.add_argument("--merge", action="store_true", help="only merge the finished jobs into the table")
 
 
 def config_from_args(args: argparse.Namespace) -> lib.CharLMConfig:
@@ -122,26 +137,56 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-SWEEP_FLAGS = ("data", "max_chars", "val_fraction", "embed", "depth", "batch", "bptt", "steps", "lr", "seed",
-               "checkpoint_every", "time_budget", "val_max_chars", "acdc_hidden", "dense_hidden")
+SWEEP_BASE = {"data": "stdlib", "batch": 16, "bptt": 32, "embed": 32, "checkpoint_every": 100, "sample": 0}
+SWEEP_BASE_FAST = {**SWEEP_BASE, "max_chars": 420000, "batch": 8, "embed": 16, "checkpoint_every": 50}
+
+
+def sweep_protocol(args: argparse.Namespace) -> ec.Protocol:
+    """The equal-compute protocol from the flags (--fast / FULL presets of the sweep; explicit flags win)."""
+    preset = ec.FAST if args.fast else ec.FULL
+    base_values = dict(SWEEP_BASE_FAST if args.fast else SWEEP_BASE)
+    base_values["data"] = args.data or lib.STDLIB_CORPUS
+    for name in ("max_chars", "embed", "batch", "bptt", "checkpoint_every"):
+        if getattr(args, name, None) is not None and name not in getattr(args, "_preset_filled", ()):
+            base_values[name] = getattr(args, name)
+    base = dataclasses.replace(lib.CharLMConfig(), depth=args.depth, permutation=args.permutation, clip=args.clip,
+                               lr_mult=args.lr_mult, weight_decay=args.weight_decay, keep=args.keep, **base_values)
+    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else preset[name]  # noqa: E731
+    lrs = preset["lrs"] if args.lrs is None else {"dense": list(args.lrs), "acdc": list(args.lrs)}
+    p = ec.Protocol(base, list(pick("families")), [float(b) for b in pick("budgets")], lrs,
+                    list(pick("seeds")), pick("val_chars"), pick("test_chars"), preset["timing_rounds"],
+                    preset["timing_warmup"])
+    ec.check_protocol(p)
+    return p
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    """``acdc charlm --sweep``: every model of the sweep in its own process, then the table and figure."""
-    # the sweep has its own presets: charlm's --fast/FULL values are not the user's choice
-    given = {k: None if k in getattr(args, "_preset_filled", ()) else getattr(args, k) for k in SWEEP_FLAGS}
-    given["seed"] = args.seed or None
-    for k in ("val_fraction", "depth", "lr"):  # these flags have non-None defaults: keep only explicit changes
-        if given[k] == getattr(lib.CharLMConfig, k):
-            given[k] = None
-    base, acdc, dense = sweep.sweep_base(sweep.SWEEP_FAST if args.fast else sweep.SWEEP_FULL, **given)
-    configs = sweep.sweep_configs(base, acdc, dense)
+    """``acdc charlm --sweep``: timing pass, the grid's jobs (all, or ``--job K``), and the merge."""
+    p = sweep_protocol(args)
+    grid = ec.jobs(p)
     out = Path(args.out) if args.out else Path("runs") / f"charlm-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-    sweep.claim_sweep_dir(out, configs, args.overwrite)  # the same sweep continues; another one is refused
-    results = sweep.run_sweep(configs, out, args.threads, not args.no_progress)
-    title = (f"char LSTM on {base.data} (last {base.val_fraction:.0%} held out, first {base.val_max_chars} chars "
-             f"validated), {base.time_budget:g} s training per model, batch {base.batch} x bptt {base.bptt}, "
-             f"seed {base.seed}, threads {args.threads or torch.get_num_threads()}{', --fast' if args.fast else ''}")
-    print(sweep.summarise(results, out, title))
-    print(f"results: {out / 'results.json'}")
+    if args.list_jobs:
+        flags = " ".join(a for a in sys.argv[1:] if a not in ("--list-jobs",)) if sys.argv[1:] else "charlm --sweep"
+        print(f"acdc {flags} --out {out} --plan-only    # first, once: the timing pass every job reads")
+        for k, (family, lr, seed) in enumerate(grid):
+            print(f"acdc {flags} --out {out} --job {k}    # {ec.job_name(family, lr, seed)}")
+        print(f"acdc {flags} --out {out} --merge")
+        return 0
+    ec.claim_sweep_dir(out, p, args.overwrite)  # the same sweep continues; another one is refused
+    if not args.merge:
+        if args.job is not None and not (out / "plan.json").is_file():
+            raise UsageError(f"--job needs the sweep's timing pass first (the same command with --plan-only): "
+                             f"{out / 'plan.json'} does not exist")
+        plan = ec.make_plan(p, out)
+        print(f"step costs (ms, interleaved): {plan['step_ms']}; steps per budget: {plan['steps']}")
+        if args.plan_only:
+            return 0
+        for k in ([args.job] if args.job is not None else range(len(grid))):
+            ec.run_job(p, plan, k, out, progress=not args.no_progress)
+        if args.job is not None:
+            print(f"job {args.job} done: {out / 'jobs' / ec.job_name(*grid[args.job])}")
+            return 0
+    record = ec.merge(p, out)
+    print(record["summary"])
+    print(f"results: {out / 'results.json'}; figure: {out / 'equal_compute.png'}")
     return 0

@@ -48,6 +48,7 @@ class Corpus:
     train: torch.Tensor
     val: torch.Tensor
     sha256: str
+    test: torch.Tensor | None = None  # a second held-out split (reported, never used to choose anything)
 
     def encode(self, text: str) -> torch.Tensor:
         return encode(text, self.vocab)
@@ -82,9 +83,10 @@ def read_text(data: str | None) -> str:
 
 
 def load_corpus(data: str | None, val_fraction: float, max_chars: int | None = None,
-                val_max_chars: int | None = None) -> Corpus:
+                val_max_chars: int | None = None, test_chars: int | None = None) -> Corpus:
     """Read, truncate to ``max_chars``, and split off the last ``val_fraction`` of the text for validation
-    (of which only the first ``val_max_chars`` characters are kept, if given)."""
+    (of which only the first ``val_max_chars`` characters are kept, if given); with ``test_chars``, the next
+    ``test_chars`` held-out characters are a test split. ValueError if the held-out text is too short."""
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     text = read_text(data)
@@ -93,8 +95,13 @@ def load_corpus(data: str | None, val_fraction: float, max_chars: int | None = N
     vocab = "".join(sorted(set(text)))
     tokens = encode(text, vocab)
     cut = int(round(len(tokens) * (1 - val_fraction)))
+    held_out = len(tokens) - cut
+    if test_chars is not None and (val_max_chars is None or held_out < val_max_chars + test_chars):
+        raise ValueError(f"the corpus is too small: its held-out part ({val_fraction:.0%} of {len(tokens)} chars) has "
+                         f"{held_out} characters, the validation and test splits need {val_max_chars} + {test_chars}")
     val = tokens[cut:] if val_max_chars is None else tokens[cut:cut + val_max_chars]
-    return Corpus(vocab, tokens[:cut], val, hashlib.sha256(text.encode()).hexdigest())
+    test = None if test_chars is None else tokens[cut + val_max_chars:cut + val_max_chars + test_chars]
+    return Corpus(vocab, tokens[:cut], val, hashlib.sha256(text.encode()).hexdigest(), test)
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -231,13 +238,15 @@ class CharLMConfig:
     val_pow2: bool = False  # also validate after steps 1, 2, 4, 8, ... (comparisons at equal steps)
     val_max_chars: int | None = None  # validate on the first N held-out characters only
     time_budget: float | None = None  # stop once this many seconds of training steps have run
+    val_at: tuple[int, ...] | None = None  # also validate (and test, with test_chars) after these steps
+    test_chars: int | None = None  # a test split of this many held-out characters after the validation split
     checkpoint_every: int = 50
     keep: int = 2
     sample: int = 300
     temperature: float = 0.8
 
 
-RESUME_MUST_MATCH = ("data", "max_chars", "val_fraction", "val_max_chars", "model", "hidden", "embed", "layers", "depth",
+RESUME_MUST_MATCH = ("data", "max_chars", "val_fraction", "val_max_chars", "test_chars", "model", "hidden", "embed", "layers", "depth",
                      "permutation", "dropout", "batch", "bptt", "lr", "lr_mult", "weight_decay", "clip", "seed")
 
 
@@ -290,22 +299,46 @@ def _resume(state: TrainState, cfg: CharLMConfig, corpus: Corpus, train: StreamB
                      r.extra["train_seconds"], r.step)
 
 
+def train_step(net, model, optimizer, chunk, hidden, cfg: CharLMConfig, ctx: DistContext):
+    """One optimizer step on ``chunk`` from the carried state ``hidden`` (None at a stream's start): forward,
+    cross-entropy, backward, gradient clipping, Adam step. Returns (loss, new state with its graph). The same
+    function is timed by the equal-compute protocol's timing pass."""
+    net.train()
+    logits, new_hidden = net(chunk.inputs.to(ctx.device), None if chunk.first else hidden)
+    loss = F.cross_entropy(logits.flatten(0, 1), chunk.targets.flatten().to(ctx.device))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.clip:
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+    optimizer.step()
+    return loss, new_hidden
+
+
+def build_training(cfg: CharLMConfig, vocab_size: int, ctx: DistContext):
+    """(model, wrapped model, Adam over the recipe's parameter groups) of a configuration."""
+    seed_everything(cfg.seed)  # the same initial model on every rank
+    model = CharLM(**_model_kwargs(cfg, vocab_size), device=ctx.device)
+    seed_everything(cfg.seed + ctx.rank)  # per-rank streams for dropout
+    net = ctx.wrap(model)
+    mult = None if cfg.lr_mult is None else {"A": cfg.lr_mult, "D": cfg.lr_mult}
+    optimizer = torch.optim.Adam(param_groups(model, cfg.lr, cfg.weight_decay, mult), lr=cfg.lr)
+    return model, net, optimizer
+
+
 def train_charlm(cfg: CharLMConfig, run_dir: str | Path, ctx: DistContext | None = None, resume: bool = False,
                  progress: bool = True, label: str = "charlm", overwrite: bool = False) -> dict:
     """Train one model as configured; checkpoints in ``run_dir/checkpoints``. Returns the results dict
     (identical on every rank); rank 0 also writes ``run_dir/results.json`` and ``run_dir/curves.png``."""
     ctx = ctx or DistContext()
     run_dir = Path(run_dir)
-    corpus = load_corpus(cfg.data, cfg.val_fraction, cfg.max_chars, cfg.val_max_chars)
+    corpus = load_corpus(cfg.data, cfg.val_fraction, cfg.max_chars, cfg.val_max_chars, cfg.test_chars)
     train = StreamBatches(corpus.train, cfg.batch, cfg.bptt, cfg.seed, ctx.rank, ctx.world_size)
     val = StreamBatches(corpus.val, cfg.batch, cfg.bptt, cfg.seed, ctx.rank, ctx.world_size, shuffle=False)
+    test = None if corpus.test is None else StreamBatches(corpus.test, cfg.batch, cfg.bptt, cfg.seed, ctx.rank,
+                                                          ctx.world_size, shuffle=False)
+    val_at = set(cfg.val_at or ())
 
-    seed_everything(cfg.seed)  # the same initial model on every rank
-    model = CharLM(**_model_kwargs(cfg, len(corpus.vocab)), device=ctx.device)
-    seed_everything(cfg.seed + ctx.rank)  # per-rank streams for dropout
-    net = ctx.wrap(model)
-    mult = None if cfg.lr_mult is None else {"A": cfg.lr_mult, "D": cfg.lr_mult}
-    optimizer = torch.optim.Adam(param_groups(model, cfg.lr, cfg.weight_decay, mult), lr=cfg.lr)
+    model, net, optimizer = build_training(cfg, len(corpus.vocab), ctx)
     state = TrainState(CheckpointManager(run_dir / "checkpoints", keep=cfg.keep), ctx,
                        model=model, optimizer=optimizer)
     if resume:
@@ -327,15 +360,7 @@ def train_charlm(cfg: CharLMConfig, run_dir: str | Path, ctx: DistContext | None
         if cfg.time_budget is not None and run.train_seconds >= cfg.time_budget:
             break  # resumed after the budget was spent
         tic = time.perf_counter()
-        chunk = train.batch(step)
-        net.train()
-        logits, hidden = net(chunk.inputs.to(ctx.device), None if chunk.first else run.hidden)
-        loss = F.cross_entropy(logits.flatten(0, 1), chunk.targets.flatten().to(ctx.device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.clip:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        optimizer.step()
+        loss, hidden = train_step(net, model, optimizer, train.batch(step), run.hidden, cfg, ctx)
         run.hidden = tuple(s.detach() for s in hidden)  # truncated BPTT: carry the state, not its graph
         run.train_seconds += time.perf_counter() - tic
         run.step = step + 1
@@ -343,10 +368,13 @@ def train_charlm(cfg: CharLMConfig, run_dir: str | Path, ctx: DistContext | None
         history["train_bpc"].append(ctx.all_reduce_sum(loss.detach()).item() / ctx.world_size / LN2)
         out_of_time = cfg.time_budget is not None and run.train_seconds >= cfg.time_budget
         last = run.step == cfg.steps or out_of_time
-        if run.step % cfg.val_every == 0 or last or (cfg.val_pow2 and run.step & (run.step - 1) == 0):
+        if (run.step % cfg.val_every == 0 or last or run.step in val_at
+                or (cfg.val_pow2 and run.step & (run.step - 1) == 0)):
             history["val_step"].append(run.step)
             history["val_bpc"].append(evaluate_bpc(model, val, ctx))
             history.setdefault("val_seconds", []).append(run.train_seconds)
+            if test is not None:
+                history.setdefault("test_bpc", []).append(evaluate_bpc(model, test, ctx))
             bar.set_postfix(train=f"{history['train_bpc'][-1]:.3f}", val=f"{history['val_bpc'][-1]:.3f}")
         if run.step % cfg.checkpoint_every == 0 or last:
             checkpoint()
@@ -358,7 +386,8 @@ def train_charlm(cfg: CharLMConfig, run_dir: str | Path, ctx: DistContext | None
     results = {
         "label": label, "config": dataclasses.asdict(cfg), "world_size": ctx.world_size,
         "parameters": total, "recurrent_parameters": recurrent, "vocab_size": len(corpus.vocab),
-        "train_chars": len(corpus.train), "val_chars": len(corpus.val), "history": history,
+        "train_chars": len(corpus.train), "val_chars": len(corpus.val),
+        "test_chars": None if corpus.test is None else len(corpus.test), "history": history,
         "final_val_bpc": history["val_bpc"][-1] if history["val_bpc"] else None,
         "best_val_bpc": min(history["val_bpc"]) if history["val_bpc"] else None,
         "train_seconds": run.train_seconds, "resumed_from_step": run.resumed_from,
