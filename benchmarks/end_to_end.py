@@ -10,7 +10,7 @@ and stepped the same way (fp32, 2 threads):
   layers, batch 32);
 * lstm-bench: one SGD step of ``ACDCLSTM`` (depth 2, T = 16, B = 32, input size = hidden) at H = 1024 and 4096.
 
-Like the ``acdc`` commands, it first calls ``native.retain_freed_memory()``. Each round runs every workload once with the native path and once with the torch path
+Like the ``acdc`` commands, it first calls ``retain_freed_memory()``. Each round runs every workload once with the native path and once with the torch path
 (``native.use_native``), alternating, so machine noise hits both alike. Prints median ms per step and
 torch / native (> 1: the native kernels are faster).
 """
@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from torch_acdc import native
+from torch_acdc.memory import retain_freed_memory
 from torch_acdc.experiments import classify, lstm_bench
 
 
@@ -45,7 +46,7 @@ def lstm_step(hidden: int):
 
 
 def main(rounds: int = 7):
-    native.retain_freed_memory()  # as the acdc commands do
+    retain_freed_memory()  # as the acdc commands do
     torch.set_num_threads(2)
     torch.manual_seed(0)
     work = {"classify acdc-only": classify_step("acdc-only"), "classify acdc-head": classify_step("acdc-head"),

@@ -10,7 +10,7 @@ median time. The paths alternate step by step, so machine noise hits both alike.
 the page faults that remain cost (glibc then keeps freed memory instead of returning it to the kernel).
 It also times one rfft of the same tensor in a tight loop and one rfft of a freshly cloned input (median ms
 and faults per call), the cost of fresh memory on its own; ``--retain`` first calls
-``native.retain_freed_memory()`` (what the acdc commands do).
+``retain_freed_memory()`` (what the acdc commands do).
 """
 import resource
 import statistics
@@ -21,6 +21,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from torch_acdc import ACDC, StackedACDC, native
+from torch_acdc.memory import retain_freed_memory
 
 
 def large_allocations(step, nbytes: int) -> int:
@@ -75,5 +76,5 @@ if __name__ == "__main__":
     argv = sys.argv[1:]
     if "--retain" in argv:
         argv.remove("--retain")
-        native.retain_freed_memory()
+        retain_freed_memory()
     main(*map(int, argv))

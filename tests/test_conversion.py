@@ -246,3 +246,38 @@ def test_separable_factors_and_fitting_a_kxk_conv():
     assert error < 0.5 * relative_error(unfitted[0].to_dense().flatten(1), weight.flatten(1)).item()
     x = torch.randn(2, 16, 6, 6, dtype=torch.float64)
     assert (fitted(x) - model(x)).norm() < 0.5 * (unfitted(x) - model(x)).norm()
+
+
+def test_lstm_is_converted_with_its_configuration_or_kept_and_listed():
+    from torch_acdc import ACDCLSTM
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(50, 64)
+            self.rnn = nn.LSTM(64, 128, num_layers=2, batch_first=True, dropout=0.1)
+            self.bi = nn.LSTM(64, 128, bidirectional=True)
+            self.gru = nn.GRU(64, 64)
+            self.head = nn.Linear(128, 50)
+
+        def forward(self, tokens):
+            h, _ = self.rnn(self.emb(tokens))
+            return self.head(h)
+
+    model = Net()
+    converted, report = convert(model, min_features=32)
+    assert isinstance(converted.rnn, ACDCLSTM)
+    assert (converted.rnn.num_layers, converted.rnn.batch_first, converted.rnn.dropout) == (2, True, 0.1)
+    skipped = dict(report.skipped)
+    assert "bidirectional" in skipped["bi"] and "no ACDC counterpart for GRU" in skipped["gru"]
+    assert "no ACDC counterpart for Embedding" in skipped["emb"]
+    replaced = {r.name: r for r in report.replaced}
+    assert replaced["rnn"].kind == "LSTM" and replaced["rnn"].params_after < replaced["rnn"].params_before
+    assert converted(torch.randint(0, 50, (3, 7))).shape == (3, 7, 50)
+    # the dense gate biases are carried over: with zero input and state the gates equal b_ih + b_hh
+    with torch.no_grad():
+        cell, dense = converted.rnn.cells[0], model.rnn
+        gates = cell.ih(torch.zeros(1, 64))[0]
+        torch.testing.assert_close(gates, dense.bias_ih_l0 + dense.bias_hh_l0)
+    kept, report = convert(model, min_features=32, lstm=False)
+    assert isinstance(kept.rnn, nn.LSTM) and dict(report.skipped)["rnn"] == "LSTM kept (lstm=False)"

@@ -79,3 +79,21 @@ def test_every_linked_file_exists():
             if "://" in target or target.startswith("mailto:"):
                 continue
             assert (path.parent / target).exists(), f"{path.relative_to(ROOT)} links to missing {target}"
+
+
+def test_api_reference_is_in_sync_with_the_code():
+    """docs/api.md lists every public name with its signature; regenerate with
+    ``python tests/api_reference.py > docs/api.md`` after changing the API."""
+    from api_reference import render
+
+    assert (ROOT / "docs" / "api.md").read_text() == render(), "docs/api.md is stale: python tests/api_reference.py > docs/api.md"
+
+
+def test_every_command_is_documented_in_the_cli_page():
+    from torch_acdc.cli import COMMANDS
+
+    text = (ROOT / "docs" / "cli.md").read_text()
+    for name in COMMANDS:
+        assert f"acdc {name}" in text, f"docs/cli.md does not describe acdc {name}"
+    for flag in ("--overwrite", "--threads", "--device", "--no-progress", "--fast", "--seed", "--out", "--debug"):
+        assert flag in text, f"docs/cli.md does not describe {flag}"

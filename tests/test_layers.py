@@ -151,3 +151,24 @@ def test_stack_gather_cache_never_keeps_inference_tensors():
         m(x)
     m(x).sum().backward()
     assert m.a.grad is not None
+
+
+def test_awkward_widths_pad_to_a_fast_length_or_warn_once():
+    """A stack whose width is free (in != out) takes a fast FFT length instead of one with a large prime
+    factor; a square layer of such a size warns once, naming a fast size."""
+    import warnings
+
+    from torch_acdc import ACDC, StackedACDC
+    from torch_acdc.layers import stack_width
+    from torch_acdc.transform import fast_length, largest_prime_factor
+
+    assert largest_prime_factor(4097) == 241 and fast_length(4097) == 4116 and fast_length(4096) == 4096
+    assert stack_width(10, 4097) == 4116 and stack_width(4097, 4097) == 4097 and stack_width(784, 10) == 784
+    stack = StackedACDC(10, 4097, depth=2)
+    assert stack.features == 4116 and stack(torch.randn(2, 10)).shape == (2, 4097)
+    with pytest.warns(RuntimeWarning, match="prime factor 241.*4116"):
+        ACDC(4097)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ACDC(4097)  # once per size
+        ACDC(4096)

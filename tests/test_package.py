@@ -93,6 +93,7 @@ def test_busy_machine_hint(monkeypatch):
 
     from torch_acdc.cli.common import oversubscription_hint
 
+    monkeypatch.delenv("ACDC_NO_BUSY_HINT", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(os, "getloadavg", lambda: (6.0, 6.0, 6.0))
     hint = oversubscription_hint(2)

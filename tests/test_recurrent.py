@@ -248,3 +248,28 @@ def test_lstm_bench_skips_dense_beyond_the_memory_limit(tmp_path):
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert "dense_ms" in rows[0] and "dense_ms" not in rows[1] and rows[1]["acdc_ms"] > 0
     assert "--max-memory-gb" in rows[1]["note"]
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+def test_packed_sequences_follow_nn_lstm(with_state):
+    """A PackedSequence in, a PackedSequence out, h_n / c_n at each sequence's own last step: the same as
+    nn.LSTM with the effective dense weights (float64), and the same as running each sequence alone."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    torch.manual_seed(0)
+    model = randomise_(ACDCLSTM(3, 4, num_layers=2, dtype=torch.float64))
+    ref = dense_lstm(model)
+    lengths = torch.tensor([5, 2, 4])
+    x = torch.randn(5, 3, 3, dtype=torch.float64)
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    state = (torch.randn(2, 3, 4, dtype=torch.float64), torch.randn(2, 3, 4, dtype=torch.float64)) if with_state else None
+    out, (h, c) = model(packed, state)
+    ref_out, (ref_h, ref_c) = ref(packed, state)
+    assert isinstance(out, type(packed))
+    torch.testing.assert_close(pad_packed_sequence(out)[0], pad_packed_sequence(ref_out)[0])
+    torch.testing.assert_close(h, ref_h)
+    torch.testing.assert_close(c, ref_c)
+    for b, n in enumerate(lengths.tolist()):  # each sequence alone
+        st = None if state is None else (state[0][:, b:b + 1], state[1][:, b:b + 1])
+        alone, (hb, _) = model(x[:n, b:b + 1], st)
+        torch.testing.assert_close(hb[:, 0], h[:, b])

@@ -1,4 +1,4 @@
-"""Convert an existing model: replace selected nn.Linear and nn.Conv2d modules by ACDC stacks.
+"""Convert an existing model: replace selected nn.Linear, nn.Conv2d and nn.LSTM modules by ACDC layers.
 
 :func:`convert` swaps every selected ``nn.Linear(in, out)`` for a linear ``StackedACDC(in, out, depth)`` and
 every selected ``nn.Conv2d`` (1x1 by default; k x k too with ``conv_kernel_sizes``) for an
@@ -27,7 +27,7 @@ from .conv import ACDCConv2d
 from .cost import conv2d_output_size, diagonal_stack_cost, layer_cost
 from .markdown import format_table
 from .fit import fit_dense, relative_error
-from .layers import StackedACDC
+from .layers import StackedACDC, stack_width
 from .progress import progress_bar
 
 __all__ = ["convert", "ConversionReport", "ReplacedModule", "separable_factors"]
@@ -108,12 +108,30 @@ def _count_params(module: nn.Module) -> int:
 
 
 def _kind(module: nn.Module) -> str | None:
-    """'Linear', 'Conv2d 3x3' etc., or None for modules convert() does not consider."""
+    """'Linear', 'Conv2d 3x3', 'LSTM' etc., or None for modules convert() does not consider."""
     if isinstance(module, nn.Linear):
         return "Linear"
     if isinstance(module, nn.Conv2d):
         return "Conv2d {}x{}".format(*module.kernel_size)
+    if type(module) is nn.LSTM:
+        return "LSTM"
     return None
+
+
+# Modules with dense weights that have no ACDC counterpart: listed as skipped, never silently passed over.
+_NO_COUNTERPART = (nn.GRU, nn.RNN, nn.Embedding, nn.EmbeddingBag, nn.Bilinear, nn.MultiheadAttention, nn.Conv1d,
+                   nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.LSTMCell, nn.GRUCell,
+                   nn.RNNCell)
+
+
+def _dense_lstm_params(m: nn.LSTM) -> int:
+    return _count_params(m)
+
+
+def _acdc_lstm_params(m: nn.LSTM, depth: int) -> int:
+    from .recurrent import acdc_lstm_parameter_count
+
+    return acdc_lstm_parameter_count(m.input_size, m.hidden_size, m.num_layers, m.bias, depth)
 
 
 def _kernel_sizes(conv_kernel_sizes) -> set[tuple[int, int]]:
@@ -129,18 +147,27 @@ def _kernel_sizes(conv_kernel_sizes) -> set[tuple[int, int]]:
 
 
 def _replacement_params(module: nn.Module, depth: int) -> int:
+    if isinstance(module, nn.LSTM):
+        return _acdc_lstm_params(module, depth)
     in_f, out_f = _features(module)
-    params = diagonal_stack_cost(max(in_f, out_f), depth=depth, bias=module.bias is not None).params
+    params = diagonal_stack_cost(stack_width(in_f, out_f), depth=depth, bias=module.bias is not None).params
     if isinstance(module, nn.Conv2d) and module.kernel_size != (1, 1):
         params += in_f * module.kernel_size[0] * module.kernel_size[1]  # the depthwise convolution
     return params
 
 
 def _skip_reason(module: nn.Module, name: str, pattern: re.Pattern | None, min_features: int, depth: int,
-                 kernel_sizes: set, first_conv: nn.Module | None) -> str | None:
-    """Why ``module`` (a Linear or Conv2d) is not converted, or None when it is."""
+                 kernel_sizes: set, first_conv: nn.Module | None, lstm: bool = True) -> str | None:
+    """Why ``module`` (a Linear, Conv2d or LSTM) is not converted, or None when it is."""
     if pattern is not None and not pattern.search(name):
         return "name does not match pattern"
+    if isinstance(module, nn.LSTM):
+        if not lstm:
+            return "LSTM kept (lstm=False)"
+        if module.bidirectional:
+            return "bidirectional LSTM (ACDCLSTM is unidirectional)"
+        if module.proj_size:
+            return f"LSTM with proj_size={module.proj_size} (ACDCLSTM has no projections)"
     if isinstance(module, nn.Conv2d):
         if module is first_conv:
             return "first convolution of the model (keep_first_conv=True)"
@@ -160,6 +187,8 @@ def _skip_reason(module: nn.Module, name: str, pattern: re.Pattern | None, min_f
 def _features(module: nn.Module) -> tuple[int, int]:
     if isinstance(module, nn.Linear):
         return module.in_features, module.out_features
+    if isinstance(module, nn.LSTM):
+        return module.input_size, module.hidden_size
     return module.in_channels, module.out_channels
 
 
@@ -168,6 +197,16 @@ def _madds_per_row(module: nn.Module, original: nn.Module) -> float:
     Linear) or per output pixel (a Conv2d: one call on the smallest input, divided by its output pixels)."""
     if isinstance(original, nn.Linear):
         return layer_cost(module, (1, original.in_features)).mult_adds
+    if isinstance(original, nn.LSTM):  # per time step and sequence: the gate transforms of every layer
+        h, total = original.hidden_size, 0.0
+        for layer in range(original.num_layers):
+            k = original.input_size if layer == 0 else h
+            if module is original:
+                total += 4 * h * (k + h)
+            else:
+                total += (diagonal_stack_cost(stack_width(k, 4 * h), depth=module.depth).mult_adds
+                          + diagonal_stack_cost(4 * h, depth=module.depth, bias=False).mult_adds)
+        return total
     h, w = (d * (k - 1) + 1 for k, d in zip(original.kernel_size, original.dilation))
     out_h, out_w = conv2d_output_size(original, h, w)
     return layer_cost(module, (1, original.in_channels, h, w)).mult_adds / (out_h * out_w)
@@ -189,6 +228,8 @@ def _build_replacement(module: nn.Module, depth: int, permutation, init: str, fi
     """The StackedACDC (Linear) or ACDCConv2d (Conv2d) replacing ``module``, its bias carried over, and the
     fit error (None without ``fit``). Fitting a k x k conv: :func:`separable_factors`, then the stack is
     fitted to the mixer P and the depthwise weight set to K."""
+    if isinstance(module, nn.LSTM):
+        return _lstm_replacement(module, depth, permutation, init, seed), None
     weight = module.weight.detach()
     is_conv = isinstance(module, nn.Conv2d)
     mixer, kernels = weight, None
@@ -218,6 +259,27 @@ def _build_replacement(module: nn.Module, depth: int, permutation, init: str, fi
             out_f = weight.shape[0]
             error = relative_error(replacement.to_dense().reshape(out_f, -1), weight.reshape(out_f, -1)).item()
     return replacement, error
+
+
+def _lstm_replacement(module: nn.LSTM, depth: int, permutation, init: str, seed: int | None) -> nn.Module:
+    """The ACDCLSTM with nn.LSTM's configuration; its input-stack bias starts at b_ih + b_hh (the dense
+    gate biases), its diagonals at ``init`` (an LSTM is not fitted: its gates are not one matrix each)."""
+    from .recurrent import ACDCLSTM
+
+    p = next(module.parameters())
+    with torch.random.fork_rng(devices=[p.device] if p.device.type == "cuda" else []):
+        if seed is not None:
+            torch.manual_seed(seed)
+        new = ACDCLSTM(module.input_size, module.hidden_size, module.num_layers, bias=module.bias,
+                       batch_first=module.batch_first, dropout=module.dropout, depth=depth, permutation=permutation,
+                       init=init, device=p.device, dtype=p.dtype)
+    if module.bias:
+        with torch.no_grad():
+            for layer, cell in enumerate(new.cells):
+                b = getattr(module, f"bias_ih_l{layer}") + getattr(module, f"bias_hh_l{layer}")
+                cell.ih.bias.zero_()
+                cell.ih.bias[-1, : b.numel()] = b
+    return new
 
 
 def _count_rows(model: nn.Module, modules: dict[str, nn.Module], example_input) -> dict[str, int]:
@@ -252,17 +314,18 @@ def _first_conv(model: nn.Module) -> nn.Module | None:
 
 
 def convert(model: nn.Module, *, pattern: str | None = None, min_features: int = 64, depth: int = 2,
-            conv_kernel_sizes=(1,), keep_first_conv: bool = True, permutation="random", init: str = "paper",
+            conv_kernel_sizes=(1,), keep_first_conv: bool = True, lstm: bool = True, permutation="random",
+            init: str = "paper",
             fit: bool = False, fit_steps: int = 100, fit_optimizer: str = "lbfgs", fit_lr: float | None = None,
             seed: int | None = None, inplace: bool = False, example_input=None,
             progress: bool = False) -> tuple[nn.Module, ConversionReport]:
-    """Replace selected nn.Linear / nn.Conv2d modules of ``model`` by linear ACDC stacks.
+    """Replace selected nn.Linear / nn.Conv2d / nn.LSTM modules of ``model`` by ACDC layers.
 
     Selection: modules whose qualified name matches the regex ``pattern`` (``re.search``; None = all), with
     ``min(in, out) >= min_features``, that would get fewer parameters. Convolutions also need a kernel size in
     ``conv_kernel_sizes`` (ints for square kernels or (k_h, k_w) pairs; default ``(1,)``, e.g. ``(1, 3)`` for
     3x3 too) and ``groups=1``; with ``keep_first_conv`` (default) the model's first convolution (registration
-    order) stays dense, as compressing it was found to hurt most. Each Linear becomes a
+    order) stays dense (compressing the first convolution costs the most accuracy). Each Linear becomes a
     ``StackedACDC(in, out, depth, permutation, init=init)`` (zero-padding the input to max(in, out) and
     truncating the output), each conv an :class:`ACDCConv2d` of the same geometry around such a stack (k x k:
     a depthwise k x k conv first); the original bias is carried over. ``fit=True`` initialises each stack with
@@ -290,14 +353,19 @@ def convert(model: nn.Module, *, pattern: str | None = None, min_features: int =
     inside_acdc = {id(m) for conv in model.modules() if isinstance(conv, ACDCConv2d) for m in conv.modules()}
     selected: dict[str, nn.Module] = {}
     for name, module in model.named_modules():
-        if _kind(module) is None or id(module) in inside_acdc:  # e.g. an ACDCConv2d's own depthwise conv
+        if id(module) in inside_acdc:  # e.g. an ACDCConv2d's own depthwise conv
             continue
-        reason = _skip_reason(module, name, regex, min_features, depth, kernel_sizes, first_conv)
+        if _kind(module) is None:
+            if isinstance(module, _NO_COUNTERPART):
+                report.skipped.append((name, f"no ACDC counterpart for {type(module).__name__}"))
+            continue
+        reason = _skip_reason(module, name, regex, min_features, depth, kernel_sizes, first_conv, lstm)
         if reason is None:
             selected[name] = module
         else:
             report.skipped.append((name, reason))
-    rows = _count_rows(model, selected, example_input) if example_input is not None else {}
+    rows = (_count_rows(model, {k: m for k, m in selected.items() if not isinstance(m, nn.LSTM)}, example_input)
+            if example_input is not None else {})
     fit_kwargs = {"steps": fit_steps, "optimizer": fit_optimizer,
                   "lr": fit_lr if fit_lr is not None else (1.0 if fit_optimizer == "lbfgs" else 1e-2)}
     new: dict[int, nn.Module] = {}

@@ -14,9 +14,10 @@ import torch.nn.functional as F
 
 from . import dispatch, permutations, tables
 from .functional import acdc, acdc_gathered, permute
-from .transform import check_float_input, compute_dtype, makhoul_permutation
+from .transform import (SLOW_PRIME, check_float_input, compute_dtype, fast_length, largest_prime_factor,
+                        makhoul_permutation, warn_if_slow_length)
 
-__all__ = ["ACDC", "ACDCLinear", "StackedACDC", "DiagonalLayer", "DiagonalStack", "INITS", "init_diagonals_"]
+__all__ = ["ACDC", "ACDCLinear", "StackedACDC", "stack_width", "DiagonalLayer", "DiagonalStack", "INITS", "init_diagonals_"]
 
 INITS = ("paper", "identity", "uniform")
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU}
@@ -51,6 +52,16 @@ def _check_positive(name: str, value) -> int:
     if index is None or isinstance(value, bool) or index < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return index
+
+
+def stack_width(in_features: int, out_features: int) -> int:
+    """The width N a stack from ``in_features`` to ``out_features`` acts on: max(in, out), except that when
+    in != out (the input is zero-padded anyway, so the width is free) a width with a prime factor above
+    ``SLOW_PRIME`` is raised to the next fast FFT length (e.g. 4097 -> 4116)."""
+    n = max(in_features, out_features)
+    if in_features != out_features and largest_prime_factor(n) > SLOW_PRIME:
+        return fast_length(n)
+    return n
 
 
 def _check_flag(who: str, name: str, value, hint: str = "") -> bool:
@@ -88,6 +99,7 @@ class DiagonalLayer(nn.Module, abc.ABC):
         super().__init__()
         features = _check_positive("features", features)
         name = type(self).__name__
+        warn_if_slow_length(features, name)
         _check_flag(name, "bias", bias, f" ({name}({features}, {bias!r}) reads {bias!r} as the bias flag; a layer "
                                         f"from {features} to {bias!r} features with nn.Linear's signature is "
                                         f"ACDCLinear({features}, {bias!r})" if not isinstance(bias, bool) else "")
@@ -156,7 +168,9 @@ class DiagonalStack(nn.Module, abc.ABC):
             raise ValueError(f"unknown init {init!r}: expected one of {INITS}")
         kw = {"device": device, "dtype": dtype}
         self.in_features, self.out_features, self.depth = in_features, out_features, depth
-        self.features = max(in_features, out_features)
+        self.features = stack_width(in_features, out_features)
+        if in_features == out_features:
+            warn_if_slow_length(self.features, type(self).__name__)
         self.permutation, self.init = permutation, init
         if isinstance(activation, str):
             if activation not in _ACTIVATIONS:
@@ -302,7 +316,8 @@ class StackedACDC(DiagonalStack):
     """A deep SELL: ``depth`` ACDC layers with a permutation (and optional activation) between layers.
 
     Input (..., in_features) -> output (..., out_features). Sizes: the layers act on
-    N = max(in_features, out_features); the input is zero-padded to N and the output truncated to
+    N = stack_width(in, out) = max(in_features, out_features) (raised to a fast FFT length when in != out and
+    it has a prime factor above 13); the input is zero-padded to N and the output truncated to
     out_features (no dense matrix anywhere). Between consecutive layers: the layer's bias, then
     ``activation`` (None, a name such as 'relu', or an nn.Module), then the permutation. Permutation kinds:
     'random' (fixed at construction from the torch RNG), 'riffle', or None; they are registered buffers

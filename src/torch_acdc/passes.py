@@ -9,8 +9,8 @@ few times as torch allows: in place on temporaries, no per-call tables.
 
 They are plain torch ops, so they run on any device and under autograd (double backward), vmap and
 torch.compile. In-place writes happen only when grad mode is off and no functorch wrapper is involved.
-(Fused numba loops for these passes were tried and measured no faster than torch's own kernels on the
-development machine — the gather is the limit, ~2.5x a copy either way — so they are not shipped.)
+The fused native versions of these passes live in ``csrc/cpu``; these torch ones are the reference and the
+fallback (CUDA, double backward, functorch, compile).
 """
 from __future__ import annotations
 

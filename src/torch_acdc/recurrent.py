@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import dispatch, native
-from .layers import StackedACDC, _check_positive
+from .layers import StackedACDC, _check_positive, stack_width
 from .transform import makhoul_tables
 
 __all__ = ["ACDCLSTMCell", "ACDCLSTM", "acdc_lstm_parameter_count"]
@@ -37,7 +37,7 @@ def acdc_lstm_parameter_count(input_size: int, hidden_size: int, num_layers: int
     total = 0
     for layer in range(num_layers):
         k = input_size if layer == 0 else hidden_size
-        total += depth * (2 + int(bias)) * max(k, 4 * hidden_size) + depth * 2 * 4 * hidden_size
+        total += depth * (2 + int(bias)) * stack_width(k, 4 * hidden_size) + depth * 2 * 4 * hidden_size
     return total
 
 
@@ -169,7 +169,8 @@ class ACDCLSTM(nn.Module):
     """Multi-layer LSTM with ACDC gate transforms; a drop-in for ``nn.LSTM`` (unidirectional, no projections).
 
     ``forward(x, state=None) -> (output, (h_n, c_n))``: x (T, B, input_size), or (B, T, input_size) when
-    ``batch_first``, or unbatched (T, input_size); state ``(h_0, c_0)`` each (num_layers, B, hidden_size)
+    ``batch_first``, or unbatched (T, input_size), or a ``PackedSequence`` (output packed alike, each
+    sequence's h_n / c_n taken at its own last step); state ``(h_0, c_0)`` each (num_layers, B, hidden_size)
     (or (num_layers, hidden_size) unbatched), zeros when None. output (T, B, H) (or (B, T, H)): the top layer's
     h at every step; h_n, c_n the last step's state of every layer. ``dropout`` is applied to the outputs of
     every layer but the last, in training mode only. Each layer's input transform runs once over the whole
@@ -204,7 +205,45 @@ class ACDCLSTM(nn.Module):
             raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
                                f"got {x.shape[-1]}")
 
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def _forward_packed(self, packed, state: State | None):
+        """nn.LSTM's PackedSequence contract: each sequence stops at its own length (its h_n, c_n are its last
+        real step's), the output is packed like the input, and ``state`` / h_n are in the batch's original
+        order. Runs the step loop with a per-row mask (padded steps leave the state unchanged)."""
+        from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+        x, lengths = pad_packed_sequence(packed)  # (T, B, I) in the original batch order
+        if x.shape[-1] != self.input_size:
+            raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                               f"got {x.shape[-1]}")
+        steps, batch = x.shape[0], x.shape[1]
+        if state is not None:
+            expected = (self.num_layers, batch, self.hidden_size)
+            _check_state_shape(state[0], expected, "hidden[0]")
+            _check_state_shape(state[1], expected, "hidden[1]")
+        alive = (torch.arange(steps).unsqueeze(1) < lengths.unsqueeze(0)).to(x.device).unsqueeze(-1)  # (T, B, 1)
+        h_n, c_n, layer_input = [], [], x
+        for layer, cell in enumerate(self.cells):
+            if layer > 0 and self.dropout > 0 and self.training:
+                layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
+            x_gates = cell.ih(layer_input)
+            zeros = x.new_zeros(batch, self.hidden_size)
+            h, c = (zeros, zeros) if state is None else (state[0][layer], state[1][layer])
+            outputs = []
+            for t in range(steps):
+                h_new, c_new = cell.step(x_gates[t], (h, c))
+                h, c = torch.where(alive[t], h_new, h), torch.where(alive[t], c_new, c)
+                outputs.append(h_new * alive[t])
+            h_n.append(h)
+            c_n.append(c)
+            layer_input = torch.stack(outputs)
+        out = pack_padded_sequence(layer_input, lengths, enforce_sorted=False)
+        return out, (torch.stack(h_n), torch.stack(c_n))
+
+    def forward(self, x, state: State | None = None):
+        from torch.nn.utils.rnn import PackedSequence
+
+        if isinstance(x, PackedSequence):
+            return self._forward_packed(x, state)
         self._check_input(x)
         unbatched = x.dim() == 2
         if unbatched:

@@ -24,7 +24,8 @@ import torch
 from . import tables
 from .passes import scale_
 
-__all__ = ["dct", "idct", "dct_matrix", "makhoul_tables", "makhoul_permutation", "MakhoulTables", "check_float_input"]
+__all__ = ["dct", "idct", "dct_matrix", "makhoul_tables", "makhoul_permutation", "MakhoulTables", "check_float_input",
+           "largest_prime_factor", "fast_length", "warn_if_slow_length"]
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,41 @@ def peek_makhoul_tables(n: int, dtype: torch.dtype, device: torch.device) -> Mak
 def tables_for(x: torch.Tensor) -> MakhoulTables:
     """The tables for the last dimension of ``x``."""
     return makhoul_tables(x.shape[-1], x.dtype, x.device)
+
+
+def largest_prime_factor(n: int) -> int:
+    """The largest prime factor of n >= 1 (1 for n = 1). O(sqrt n)."""
+    largest, f = 1, 2
+    while f * f <= n:
+        while n % f == 0:
+            largest, n = f, n // f
+        f += 1
+    return max(largest, n) if n > 1 else largest
+
+
+def fast_length(n: int) -> int:
+    """The smallest m >= n whose prime factors are all <= 7 (lengths MKL's FFT handles at full speed)."""
+    m = n
+    while largest_prime_factor(m) > 7:
+        m += 1
+    return m
+
+
+SLOW_PRIME = 13  # a transform length with a prime factor above this is markedly slow (docs/performance.md)
+_warned_lengths: set[int] = set()
+
+
+def warn_if_slow_length(n: int, who: str) -> None:
+    """Warn once per n when an n-point transform has a large prime factor (an FFT of such a length costs
+    several times one of a nearby smooth length), naming the nearest fast length."""
+    if n in _warned_lengths or largest_prime_factor(n) <= SLOW_PRIME:
+        return
+    _warned_lengths.add(n)
+    import warnings
+
+    warnings.warn(f"{who}: n = {n} has the prime factor {largest_prime_factor(n)}; its FFTs are several times "
+                  f"slower than for a nearby smooth size such as {fast_length(n)} (docs/performance.md, "
+                  "'Awkward sizes')", RuntimeWarning, stacklevel=3)
 
 
 def check_float_input(x: torch.Tensor, what: str = "input") -> None:

@@ -159,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         if args._times:
             import torch
 
+            from .. import native
+
+            if native.enabled():  # a first-use build happens here, its one line before any progress bar
+                native.available()
             hint = oversubscription_hint(torch.get_num_threads())
             if hint:
                 print(hint, file=sys.stderr)

@@ -140,9 +140,12 @@ def add_device_argument(p: argparse.ArgumentParser, default: str) -> None:
 
 def oversubscription_hint(threads: int) -> str | None:
     """One line when the machine is already busy: the 1-minute load average plus the ``threads`` this command
-    will use exceeds the cores (then every step waits for cores; fewer threads are often faster)."""
+    will use exceeds the cores (then every step waits for cores; fewer threads are often faster).
+    ``ACDC_NO_BUSY_HINT=1`` silences it."""
     import os
 
+    if os.environ.get("ACDC_NO_BUSY_HINT", "").strip() not in ("", "0"):
+        return None
     try:
         load = os.getloadavg()[0]
     except (OSError, AttributeError):

@@ -45,15 +45,15 @@ def config_from_args(args: argparse.Namespace) -> lib.CompressConfig:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    out = make_run_dir(args.out, "compress", overwrite=args.overwrite)  # refused before the work, not after
     try:
         result = lib.run_compress(cfg, progress=not args.no_progress)
     except (lib.hf.MissingExtraError, FileNotFoundError) as e:
         raise SystemExit(f"acdc compress: {e}") from None
-    out = make_run_dir(args.out, "compress", overwrite=args.overwrite)
     result["fast"] = bool(args.fast)
-    title = (f"all-MiniLM-L6-v2, blocks {cfg.blocks or 'all'}, pydoc paragraphs {cfg.train} train / {cfg.eval} "
+    title = (f"{'[--fast smoke run] ' if args.fast else ''}all-MiniLM-L6-v2, blocks {cfg.blocks or 'all'}, pydoc paragraphs {cfg.train} train / {cfg.eval} "
              f"held out, fit {cfg.fit_steps} + distil {cfg.distil_steps} steps, seed {cfg.seed}"
-             f"{', --fast' if args.fast else ''}")
+             "")
     write_json(out / "results.json", result)
     plot_compress(result, out / "compress.png", title)
     table = format_table(compress_rows(result))

@@ -64,22 +64,75 @@ def write_json(path: str | os.PathLike, obj) -> Path:
 
 
 def new_figure(**kwargs):
-    """A matplotlib (fig, ax) on the headless Agg backend."""
+    """A matplotlib (fig, ax) on the headless Agg backend, laid out by matplotlib's constrained layout (titles,
+    labels and outside legends all get room: nothing is clipped at the saved size)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
+    kwargs.setdefault("layout", "constrained")
     return plt.subplots(**kwargs)
 
 
+_KEEP_TOGETHER = ("--fast smoke run", "full run")  # phrases a wrapped title never splits
+
+
+def _wrap(text: str, chars: int) -> str:
+    import textwrap
+
+    for i, phrase in enumerate(_KEEP_TOGETHER):
+        text = text.replace(phrase, f"\x00{i}\x00")
+    wrapped = "\n".join(textwrap.fill(line, chars, break_on_hyphens=False) for line in text.splitlines())
+    for i, phrase in enumerate(_KEEP_TOGETHER):
+        wrapped = wrapped.replace(f"\x00{i}\x00", phrase)
+    return wrapped
+
+
+def _wrap_titles(fig) -> None:
+    """Wrap the figure title and every axes title to the width they have (long protocol titles were clipped)."""
+    width_in = fig.get_figwidth()
+    if fig._suptitle is not None:
+        text = fig._suptitle.get_text()
+        chars = max(40, int(width_in * 72 / (0.6 * fig._suptitle.get_fontsize())))
+        fig._suptitle.set_text(_wrap(text, chars))
+    for ax in fig.axes:
+        title = ax.get_title()
+        if title:
+            box = ax.get_position()
+            chars = max(24, int(box.width * width_in * 72 / (0.6 * ax.title.get_fontsize())))
+            ax.set_title(_wrap(title, chars), fontsize=ax.title.get_fontsize())
+
+
+def _legends_off_the_data(fig) -> None:
+    """Move every axes legend with more than 3 entries outside its axes (below it), where it cannot hide data;
+    short legends stay where matplotlib's "best" finds the emptiest corner."""
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is None:
+            continue
+        handles, labels = ax.get_legend_handles_labels()
+        size = legend.get_texts()[0].get_fontsize() if legend.get_texts() else 7
+        if len(labels) > 3:
+            legend.remove()
+            ax.legend(handles, labels, fontsize=size, loc="upper center", bbox_to_anchor=(0.5, -0.18),
+                      ncol=min(3, len(labels)), frameon=False)
+        else:
+            legend.remove()
+            ax.legend(handles, labels, fontsize=size, loc="best", framealpha=0.8)
+
+
 def save_figure(fig, path: str | os.PathLike) -> Path:
-    """Save a figure as PNG and close it."""
+    """Save a figure as PNG and close it: titles wrapped, long legends moved off the data, the whole drawing
+    kept (``bbox_inches="tight"``)."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _wrap_titles(fig)
+    _legends_off_the_data(fig)
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
