@@ -163,13 +163,31 @@ def test_compress_fast(tmp_path):
     assert main(["compress", "--fast", "--no-progress", "--threads", "1", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "results.json").read_text())
     rows = {r["variant"]: r for r in result["rows"]}
-    original, random_init = rows["original"], rows["acdc-d1 random init"]
+    original, floor, random_init = rows["original"], rows["FFN removed (floor)"], rows["acdc-d1 random init"]
     acdc, svd = rows["acdc-d1"], rows["svd @ params of acdc-d1"]
     assert original["cosine"] == pytest.approx(1.0, abs=1e-5) and original["nn@10"] == 1.0
+    assert floor["cosine"] < 1.0 and floor["replaced_params"] < original["replaced_params"]
     assert result["replaced"] == [f"encoder.layer.{b}.{m}.dense" for b in (0, 1) for m in ("intermediate", "output")]
     assert acdc["replaced_params"] < original["replaced_params"] / 50
     assert abs(svd["replaced_params"] - acdc["replaced_params"]) <= 0.1 * acdc["replaced_params"]
     for r in (acdc, svd):
         assert all(e < 1.0 for e in r["fit_error"].values())  # better than predicting zeros
+    for r in (acdc, svd, rows["acdc-d2"]):
+        assert r["chosen_lr"] in result["protocol"]["lr grid"] and r["distil_steps"] >= 1
+        assert r["spread"]["cosine"][0] <= r["cosine"] + 1e-9 <= r["spread"]["cosine"][1] + 2e-9
+        assert set(r["val_cosine"]) == {f"{lr:g}" for lr in result["protocol"]["lr grid"]}
+    # equal compute: steps proportional to 1 / measured step cost
+    assert acdc["distil_steps"] * acdc["step_ms"] == pytest.approx(svd["distil_steps"] * svd["step_ms"], rel=0.5, abs=50)
+    assert result["protocol"]["seeds"] == [0, 1] and result["val_sentences"] == 24 and result["machine"]["cpu"]
     assert svd["cosine"] > random_init["cosine"]
     assert (tmp_path / "compress.png").stat().st_size > 0 and "NN@10" in (tmp_path / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("extra,message", [(["--lrs", "0.1", "0.1"], "distinct positive"),
+                                           (["--seeds", "0", "0"], "distinct non-negative"),
+                                           (["--train", "100000"], "sentences")])
+def test_compress_bad_input_fails_before_anything_runs(tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    assert main(["compress", "--fast", "--no-progress", *extra, "--out", str(out)]) == 1
+    assert message in capsys.readouterr().err
+    assert not (out / "results.json").exists()

@@ -1,23 +1,28 @@
 """Compress a pretrained transformer: replace all-MiniLM-L6-v2's feed-forward Linears by ACDC stacks.
 
-Protocol (every variant gets the same data and steps):
+Protocol (the equal-compute protocol of ``acdc charlm --sweep``, for a pretrained transformer):
 
-1. sentences: paragraphs of Python's bundled documentation (:func:`doc_sentences`), shuffled with ``seed``;
-   the first ``train`` for fitting and distillation, the next ``eval`` held out (the retrieval set);
+1. sentences: paragraphs of Python's bundled documentation (:func:`doc_sentences`), shuffled with ``seed``:
+   ``train`` for fitting and distillation, the next ``val`` to choose the learning rate, the next ``eval``
+   held out and reported (the retrieval set);
 2. replace ``encoder.layer.<i>.intermediate.dense`` (384 -> 1536) and ``encoder.layer.<i>.output.dense``
    (1536 -> 384) of the chosen blocks, by ``torch_acdc.convert`` (ACDC, depth k) or by a rank-r factorisation
    ``Linear(in, r) -> Linear(r, out)`` from the truncated SVD with r chosen for the same parameter count;
 3. initialise each replacement by output matching on the layer's real inputs (rows captured from the
    original model on the training sentences; L-BFGS on ||f(X) - W X - b||^2 / ||W X + b||^2);
-4. distil end to end: Adam on the replacements only, loss 1 - cos(student, teacher embedding);
-5. evaluate on the held-out sentences: mean cosine to the original embeddings, and nearest-neighbour
-   agreement @1 / @10 (retrieval among the held-out set, self excluded); CPU time per batch.
-
-A ``random`` ACDC variant (paper init, no fitting) is the floor any working replacement must beat.
+4. equal compute: one distillation step of every variant is timed, interleaved, after warm-up; each variant
+   distils for ``distil_budget`` seconds of that measured cost (steps = budget / step cost);
+5. distil end to end (Adam on the replacements only, loss 1 - cos(student, teacher embedding)) at every
+   learning rate of ``lrs`` and every seed of ``seeds``; the learning rate is chosen per variant on the
+   validation sentences (mean cosine over seeds); the held-out metrics at that rate are reported with their
+   spread over seeds: mean cosine to the original embeddings and nearest-neighbour agreement @1 / @10;
+6. beside every row: the original model and the floor - the same blocks with their feed-forward layers
+   removed (the residual stream passes through) - and a random-init ACDC variant (no fitting).
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 import statistics
 import time
@@ -34,7 +39,7 @@ from ..progress import progress_bar
 
 __all__ = ["CompressConfig", "doc_sentences", "ffn_names", "capture_io", "fit_on_activations",
            "svd_factorisation", "svd_rank_for", "neighbour_agreement", "evaluate", "time_per_batch",
-           "run_compress"]
+           "run_compress", "ffn_removed", "check_config"]
 
 
 @dataclass
@@ -42,18 +47,33 @@ class CompressConfig:
     """One compress run (``blocks`` None: all six)."""
 
     blocks: list[int] | None = None
-    depths: list[int] = field(default_factory=lambda: [1, 4])
+    depths: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     train: int = 256
+    val: int = 128
     eval: int = 256
     max_length: int = 64
     batch: int = 16
     fit_rows: int = 2048
     fit_steps: int = 20
-    distil_steps: int = 100
-    lr: float = 5e-4
+    distil_budget: float = 6.0  # seconds of measured distillation compute per variant
+    lrs: list[float] = field(default_factory=lambda: [5e-4, 2e-3, 5e-3])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    timing_rounds: int = 5
     time_batch: int = 32
     time_repeats: int = 3
     seed: int = 0
+
+
+def check_config(cfg: CompressConfig) -> None:
+    """One ValueError naming the problem before any model is loaded."""
+    if not cfg.lrs or any(not lr > 0 for lr in cfg.lrs) or len(set(cfg.lrs)) != len(cfg.lrs):
+        raise ValueError(f"the learning-rate grid must be distinct positive numbers, got {cfg.lrs}")
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds) or any(x < 0 for x in cfg.seeds):
+        raise ValueError(f"seeds must be distinct non-negative integers, got {cfg.seeds}")
+    if not cfg.distil_budget > 0:
+        raise ValueError(f"distil_budget must be positive seconds, got {cfg.distil_budget}")
+    if not cfg.depths or any(d < 1 for d in cfg.depths):
+        raise ValueError(f"depths must be positive integers, got {cfg.depths}")
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -74,13 +94,15 @@ def doc_sentences(min_chars: int = 40, max_chars: int = 400) -> list[str]:
     return out
 
 
-def split_sentences(sentences: list[str], n_train: int, n_eval: int, seed: int) -> tuple[list[str], list[str]]:
-    """Shuffle with ``seed`` and take (first ``n_train``, next ``n_eval``); ValueError if too few."""
-    if n_train + n_eval > len(sentences):
-        raise ValueError(f"asked for {n_train} + {n_eval} sentences, only {len(sentences)} available")
+def split_sentences(sentences: list[str], *sizes: int, seed: int = 0) -> tuple[list[str], ...]:
+    """Shuffle with ``seed`` and cut consecutive parts of ``sizes`` (e.g. train, validation, held out);
+    ValueError if there are too few sentences."""
+    if sum(sizes) > len(sentences):
+        raise ValueError(f"asked for {' + '.join(map(str, sizes))} sentences, only {len(sentences)} available")
     order = torch.randperm(len(sentences), generator=torch.Generator().manual_seed(seed)).tolist()
     picked = [sentences[i] for i in order]
-    return picked[:n_train], picked[n_train:n_train + n_eval]
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    return tuple(picked[a:a + n] for a, n in zip(starts, sizes))
 
 
 def _batches(tokenizer, sentences: list[str], size: int, max_length: int) -> list[dict]:
@@ -256,20 +278,73 @@ def _ffn_params(model: nn.Module, names: list[str]) -> int:
     return sum(_params(model.get_submodule(n)) for n in names)
 
 
+class _Removed(nn.Module):
+    """A feed-forward output layer removed: zeros of ``out`` features (the block's residual passes through)."""
+
+    def __init__(self, out_features: int):
+        super().__init__()
+        self.out_features = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(*x.shape[:-1], self.out_features)
+
+
+def ffn_removed(teacher: nn.Module, names: list[str]) -> nn.Module:
+    """The floor: a copy of ``teacher`` whose feed-forward blocks among ``names`` contribute nothing."""
+    floor = copy.deepcopy(teacher)
+    for n in names:
+        if n.endswith("output.dense"):
+            _set_module(floor, n, _Removed(floor.get_submodule(n).out_features))
+    return floor
+
+
+def _distil_step_ms(students: dict, batches: list[dict], targets: list[torch.Tensor], names: list[str],
+                    rounds: int) -> dict:
+    """Median ms of one distillation step of each student (copies: the originals are untouched), measured
+    interleaved after two warm-up steps each (native build, FFT plans, allocator outside the clock)."""
+    runs = {}
+    for key, student in students.items():
+        s = copy.deepcopy(student)
+        params = [p for n in names for p in s.get_submodule(n).parameters()]
+        runs[key] = (s, torch.optim.Adam(params, lr=1e-4), [])
+
+    def step(s, opt, i):
+        loss = 1 - (hf.embed(s, batches[i % len(batches)]) * targets[i % len(batches)]).sum(-1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    with torch.enable_grad():
+        for i in range(2):
+            for s, opt, _ in runs.values():
+                step(s, opt, i)
+        for i in range(rounds):
+            for s, opt, times in runs.values():
+                tic = time.perf_counter()
+                step(s, opt, i)
+                times.append((time.perf_counter() - tic) * 1e3)
+    return {key: statistics.median(t) for key, (_, _, t) in runs.items()}
+
+
 def run_compress(cfg: CompressConfig, progress: bool = True) -> dict:
-    """Every variant (original; random ACDC; fitted+distilled ACDC and SVD per depth): metrics and costs."""
+    """Every variant (original; the FFN-removed floor; random ACDC; fitted + distilled ACDC per depth and SVD at
+    its parameter count) under the equal-compute protocol: metrics, chosen learning rates, costs."""
+    from ..bench import machine
+
+    check_config(cfg)
     teacher, tokenizer = hf.load_minilm()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    train_s, eval_s = split_sentences(doc_sentences(), cfg.train, cfg.eval, cfg.seed)
+    train_s, val_s, eval_s = split_sentences(doc_sentences(), cfg.train, cfg.val, cfg.eval, seed=cfg.seed)
     train_b = _batches(tokenizer, train_s, cfg.batch, cfg.max_length)
+    val_b = _batches(tokenizer, val_s, cfg.batch, cfg.max_length)
     eval_b = _batches(tokenizer, eval_s, cfg.batch, cfg.max_length)
     time_b = hf.tokenize(tokenizer, eval_s[:cfg.time_batch], cfg.max_length)
     names = ffn_names(teacher, cfg.blocks)
     all_ffn = ffn_names(teacher, None)
     with torch.no_grad():
         targets = [hf.embed(teacher, b) for b in train_b]
-    reference = _embed_all(teacher, eval_b)
+    reference, val_reference = _embed_all(teacher, eval_b), _embed_all(teacher, val_b)
     fit_b = train_b[:max(1, -(-cfg.fit_rows // (cfg.batch * 8)))]  # enough batches for fit_rows (>= 8 tokens each)
     io = capture_io(teacher, names, fit_b, cfg.fit_rows, cfg.seed)
     tokens = int(time_b["attention_mask"].numel())
@@ -285,18 +360,46 @@ def run_compress(cfg: CompressConfig, progress: bool = True) -> dict:
                                                                "dense" if frozen_dense else "structured"),
                 "distil_loss": losses or []}
 
-    rows = [row("original", teacher, {"kind": "dense", "depth": None})]
+    rows = [row("original", teacher, {"kind": "dense", "depth": None}),
+            row("FFN removed (floor)", ffn_removed(teacher, names), {"kind": "floor", "depth": None})]
     random_acdc, info = _variant(teacher, names, "acdc", cfg.depths[0], io, cfg, fit=False)
     rows.append(row(f"acdc-d{cfg.depths[0]} random init", random_acdc, info))
-    for depth in progress_bar(cfg.depths, desc="depths", enabled=progress):
-        for kind in ("acdc", "svd"):
-            student, info = _variant(teacher, names, kind, depth, io, cfg, fit=True)
-            fitted = evaluate(student, eval_b, reference)
-            params = [p for n in names for p in student.get_submodule(n).parameters()]
-            label = f"{kind}-d{depth}" if kind == "acdc" else f"svd @ params of acdc-d{depth}"
-            with torch.enable_grad():
-                losses = distil(student, params, train_b, targets, cfg.distil_steps, cfg.lr, progress, label)
-            rows.append(row(label, student, info | {"after_fit": fitted}, losses))
-    return {"config": asdict(cfg), "replaced": names, "train_sentences": len(train_s),
+    variants = [(kind, depth) for depth in cfg.depths for kind in ("acdc", "svd")]
+    fitted = {}
+    for kind, depth in progress_bar(variants, desc="fit", enabled=progress):
+        for seed in cfg.seeds:
+            fitted[(kind, depth, seed)] = _variant(teacher, names, kind, depth, io,
+                                                   dataclasses.replace(cfg, seed=seed), fit=True)
+    step_ms = _distil_step_ms({v: fitted[(*v, cfg.seeds[0])][0] for v in variants}, train_b, targets, names,
+                              cfg.timing_rounds)
+    steps = {v: max(1, round(cfg.distil_budget * 1e3 / step_ms[v])) for v in variants}
+    for kind, depth in progress_bar(variants, desc="distil", enabled=progress):
+        label = f"{kind}-d{depth}" if kind == "acdc" else f"svd @ params of acdc-d{depth}"
+        runs = {}
+        for lr in cfg.lrs:
+            for seed in cfg.seeds:
+                student = copy.deepcopy(fitted[(kind, depth, seed)][0])
+                params = [p for n in names for p in student.get_submodule(n).parameters()]
+                with torch.enable_grad():
+                    losses = distil(student, params, train_b, targets, steps[(kind, depth)], lr, False, label)
+                runs[(lr, seed)] = (student, losses, evaluate(student, val_b, val_reference)["cosine"])
+        best = max(cfg.lrs, key=lambda lr: statistics.mean(runs[(lr, s)][2] for s in cfg.seeds))  # validation
+        per_seed = [evaluate(runs[(best, s)][0], eval_b, reference) for s in cfg.seeds]
+        student, losses, _ = runs[(best, cfg.seeds[0])]
+        info = fitted[(kind, depth, cfg.seeds[0])][1] | {
+            "after_fit": evaluate(fitted[(kind, depth, cfg.seeds[0])][0], eval_b, reference), "chosen_lr": best,
+            "distil_steps": steps[(kind, depth)], "step_ms": step_ms[(kind, depth)],
+            "val_cosine": {f"{lr:g}": statistics.mean(runs[(lr, s)][2] for s in cfg.seeds) for lr in cfg.lrs},
+            "spread": {m: [min(r[m] for r in per_seed), max(r[m] for r in per_seed)] for m in ("cosine", "nn@1", "nn@10")}}
+        r = row(label, student, info, losses)
+        r.update({m: statistics.mean(x[m] for x in per_seed) for m in ("cosine", "nn@1", "nn@10")})
+        rows.append(r)
+    return {"config": asdict(cfg), "replaced": names, "train_sentences": len(train_s), "val_sentences": len(val_s),
             "eval_sentences": len(eval_s), "time_batch_tokens": tokens, "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "rows": rows}
+            "threads": torch.get_num_threads(), "machine": machine(), "rows": rows,
+            "protocol": {"equal compute": f"each variant distils for {cfg.distil_budget:g} s of its own measured "
+                                          f"step cost (median of {cfg.timing_rounds} interleaved steps after 2 "
+                                          "warm-up steps)", "step_ms": {f"{k}-d{d}": v for (k, d), v in step_ms.items()},
+                         "lr grid": cfg.lrs, "seeds": cfg.seeds, "lr choice": "per variant, highest mean "
+                         "validation cosine over seeds", "validation sentences": len(val_s),
+                         "held-out sentences": len(eval_s)}}
