@@ -6,6 +6,7 @@ import torch
 
 from torch_acdc import ACDCLSTM, dispatch, native
 from torch_acdc.recurrent import ACDCLSTMCell
+from operator_checks import native_and_torch
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels could not be built")
 
@@ -21,14 +22,6 @@ def _run(model, x, state):
     return [out.detach(), h.detach(), c.detach(), *grads]
 
 
-def _native_and_reference(fn):
-    with native.use_native(True):
-        fast = fn()
-    with native.use_native(False):
-        ref = fn()
-    return fast, ref
-
-
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
 @pytest.mark.parametrize("with_state", [False, True])
 @pytest.mark.parametrize("depth,permutation", [(1, "random"), (2, "random"), (3, None), (2, "riffle")])
@@ -42,7 +35,7 @@ def test_native_loop_matches_step_by_step_reference(dtype, tol, with_state, dept
     x = torch.randn(7, 3, 5, dtype=dtype)
     state = (torch.randn(2, 3, 6, dtype=dtype), torch.randn(2, 3, 6, dtype=dtype)) if with_state else None
     with dispatch.keeping_spectrum(keep):
-        fast, ref = _native_and_reference(lambda: _run(model, x, state))
+        fast, ref = native_and_torch(lambda: _run(model, x, state))
     for f, r in zip(fast, ref):
         torch.testing.assert_close(f, r, rtol=tol, atol=tol)
 

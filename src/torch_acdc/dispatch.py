@@ -229,12 +229,6 @@ def keep_spectrum() -> bool:
     return _keep["on"]
 
 
-@contextlib.contextmanager
 def keeping_spectrum(flag: bool):
     """Context manager: keep the forward spectrum (True) or recompute it in the backward (False)."""
-    old = _keep["on"]
-    _keep["on"] = bool(flag)
-    try:
-        yield
-    finally:
-        _keep["on"] = old
+    return native.switched(_keep, "on", flag)

@@ -108,14 +108,19 @@ def enabled() -> bool:
 
 
 @contextlib.contextmanager
-def use_native(flag: bool):
-    """Context manager switching the native path on or off (for tests and side-by-side benchmarks)."""
-    old = _state["enabled"]
-    _state["enabled"] = bool(flag)
+def switched(state: dict, key: str, flag: bool):
+    """Context manager: ``state[key] = bool(flag)`` for the block, the old value restored after it."""
+    old = state[key]
+    state[key] = bool(flag)
     try:
         yield
     finally:
-        _state["enabled"] = old
+        state[key] = old
+
+
+def use_native(flag: bool):
+    """Context manager switching the native path on or off (for tests and side-by-side benchmarks)."""
+    return switched(_state, "enabled", flag)
 
 
 def fft_plans(keep: bool | None = None) -> int:
