@@ -98,6 +98,7 @@ def test_busy_machine_hint(monkeypatch):
     monkeypatch.setattr(os, "getloadavg", lambda: (6.0, 6.0, 6.0))
     hint = oversubscription_hint(2)
     assert hint and "load average 6.0 on 2 cores" in hint and "--threads 1" in hint
+    assert "expect slower steps" in oversubscription_hint(1)  # nothing smaller to suggest
     monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
     assert oversubscription_hint(2) is None
 

@@ -154,8 +154,10 @@ def oversubscription_hint(threads: int) -> str | None:
     if load + threads <= cores + 0.5:
         return None
     suggest = max(1, cores - round(load))
+    advice = (f"consider --threads {suggest}" if suggest < threads
+              else "other processes hold the cores: expect slower steps than on an idle machine")
     return (f"note: this machine is busy (load average {load:.1f} on {cores} cores) and torch will use {threads} "
-            f"threads: timings and training slow down a lot; consider --threads {suggest}")
+            f"thread(s): timings and training slow down a lot; {advice}")
 
 
 def annotate_presets(p: argparse.ArgumentParser, full: dict, fast: dict) -> None:
