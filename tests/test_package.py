@@ -132,3 +132,19 @@ def test_acdc_with_nn_linears_call_shape_fails_loudly():
         ACDC(784, 10)
     with pytest.raises(TypeError, match="the third argument is bias"):
         ACDCLinear(784, 10, 4)
+
+
+def test_ctrl_c_at_any_moment_exits_quietly(monkeypatch, capsys):
+    """Ctrl-C during imports or a run: one line, exit status 130, no traceback."""
+    import torch_acdc.cli as cli
+
+    def interrupted(argv=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "main", interrupted)
+    monkeypatch.setattr(sys, "argv", ["acdc", "cost", "--system-malloc"])
+    with pytest.raises(SystemExit) as stop:
+        cli.console_main()
+    assert stop.value.code == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "acdc: interrupted" and "Traceback" not in err

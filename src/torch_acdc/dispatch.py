@@ -92,14 +92,17 @@ def choose(*tensors: torch.Tensor | None, op: str = "acdc") -> tuple[str, str]:
     return r, kernel(*tensors, op=op)
 
 
-def native_inference(x: torch.Tensor) -> bool:
+def native_inference(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
     """The fast form of :func:`route` + :func:`kernel` for a caller that has already checked that x and the
-    parameters are plain tensors of one float32/float64 dtype on x's device and that no input requires grad
-    (or grad mode is off): true when that call runs the native kernel directly."""
+    parameters are plain tensors of one float32/float64 dtype on x's device: true when nothing can observe a
+    gradient and the call runs the native kernel directly (the ``inference`` route, ``native`` kernel)."""
     state = native._state
-    return (state["loaded"] is True and state["enabled"] and x.is_cpu and not torch.compiler.is_compiling()
-            and not torch._C._are_functorch_transforms_active() and forward_ad._current_level < 0
-            and not _wrapped(x))
+    if not (state["loaded"] is True and state["enabled"] and x.is_cpu):
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in params)):
+        return False
+    return (not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active()
+            and forward_ad._current_level < 0 and not _wrapped(x))
 
 
 def kernel(*tensors: torch.Tensor | None, op: str = "acdc") -> str:

@@ -316,9 +316,7 @@ def acdc(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor, bias: torch.Tensor |
     """
     t = _plain_call(x, a, d, bias)
     if t is not None:
-        if not (torch.is_grad_enabled() and (x.requires_grad or a.requires_grad or d.requires_grad
-                                             or (bias is not None and bias.requires_grad))) \
-                and dispatch.native_inference(x):
+        if dispatch.native_inference(x, a, d, bias):
             return _NATIVE_FORWARD(x, a, d, bias, t.perm, t.perm, t.iperm, t.twiddle_pairs, False)[0]
         return acdc_gathered(x, a, d, (t.perm, t.iperm), (t.iperm, t.perm), bias, (t.perm, t.iperm))
     ct = check_acdc_args(x, a, d, bias)
