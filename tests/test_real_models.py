@@ -191,3 +191,15 @@ def test_compress_bad_input_fails_before_anything_runs(tmp_path, capsys, extra, 
     assert main(["compress", "--fast", "--no-progress", *extra, "--out", str(out)]) == 1
     assert message in capsys.readouterr().err
     assert not (out / "results.json").exists()
+
+
+def test_a_sweep_can_grow_its_grid_and_keeps_finished_jobs(tmp_path, capsys):
+    """Other LR grids or seeds continue the same sweep: finished jobs of the common grid are not re-run."""
+    args = [*SWEEP, "--families", "dense:8", "--seeds", "0", "--out", str(tmp_path)]
+    assert main([*args, "--lrs", "0.01"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--lrs", "0.01", "0.03"]) == 0
+    out = capsys.readouterr().out
+    assert "dense-h8-lr0.03-s0: no checkpoint" in out and "dense-h8-lr0.01-s0: no checkpoint" not in out
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["lr_grids"]["dense:8"] == [0.01, 0.03] and result["protocol"]["lrs"]["dense"] == [0.01, 0.03]

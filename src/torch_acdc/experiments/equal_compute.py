@@ -36,9 +36,9 @@ __all__ = ["Protocol", "FULL", "FAST", "check_protocol", "jobs", "measure_step_c
            "merge", "job_name", "claim_sweep_dir"]
 
 # Presets (explicit flags win). Budgets are seconds of measured training compute per model.
-# Learning-rate grids per model kind: the ACDC grid sits lower because the recipe multiplies the diagonals'
-# learning rate by the paper's x24 / x12 (torch_acdc.recipe). ``--lrs`` gives every family one grid instead.
-LR_GRIDS = {"dense": [3e-3, 1e-2, 3e-2], "acdc": [3e-4, 1e-3, 3e-3]}
+# Learning-rate grids per model kind (the ACDC diagonals' rate is multiplied by the paper's x24 / x12 on top:
+# torch_acdc.recipe). ``--lrs`` gives every family one grid instead.
+LR_GRIDS = {"dense": [1e-3, 3e-3, 1e-2], "acdc": [1e-3, 3e-3, 1e-2]}
 FULL = {"families": ["dense:256", "dense:1024", "acdc:1024"], "budgets": [20.0, 40.0, 80.0], "lrs": LR_GRIDS,
         "seeds": [0, 1], "val_chars": 65536, "test_chars": 65536, "timing_rounds": 12, "timing_warmup": 4}
 FAST = {"families": ["dense:32", "acdc:128"], "budgets": [2.0, 4.0, 8.0], "lrs": LR_GRIDS,
@@ -108,7 +108,7 @@ def claim_sweep_dir(out: Path, p: Protocol, overwrite: bool = False) -> Path:
     manifest = _protocol_record(p)
     path = out / MANIFEST
     old = json.loads(path.read_text()) if path.is_file() else None
-    if old != manifest and (old is not None or holds_run(out) or (out / "jobs").exists()):
+    if not _same_sweep(old, manifest) and (old is not None or holds_run(out) or (out / "jobs").exists()):
         if not overwrite:
             what = "another sweep (other settings)" if old is not None else "another run"
             raise RunFolderError(out, f"holds {what}; re-run that sweep's own command to continue it, replace it "
@@ -120,6 +120,18 @@ def claim_sweep_dir(out: Path, p: Protocol, overwrite: bool = False) -> Path:
     lock_dir(out)
     write_json(path, manifest)
     return out
+
+
+_GRID_KEYS = ("lrs", "seeds")  # a sweep may grow its grid: every job is keyed by (family, lr, seed) and checked
+
+
+def _same_sweep(old: dict | None, new: dict) -> bool:
+    """Whether ``old`` and ``new`` protocols describe the same sweep, possibly with other LR grids or seeds
+    (the finished jobs of the common grid stay valid: each job's results record its full configuration)."""
+    if old is None:
+        return False
+    strip = lambda r: {k: v for k, v in r.items() if k not in _GRID_KEYS}  # noqa: E731
+    return strip(old) == strip(new)
 
 
 def job_name(family: str, lr: float, seed: int) -> str:
@@ -172,7 +184,9 @@ def make_plan(p: Protocol, out: Path) -> dict:
     key = _protocol_record(p)
     if path.is_file():
         plan = json.loads(path.read_text())
-        if plan.get("protocol") == key:
+        if _same_sweep(plan.get("protocol"), key):  # step costs do not depend on the LR grid or the seeds
+            plan["protocol"] = key
+            write_json(path, plan)
             return plan
         raise ValueError(f"{path} was planned for another protocol; use another --out or --overwrite")
     costs = measure_step_costs(p)
@@ -241,7 +255,7 @@ def merge(p: Protocol, out: Path) -> dict:
                          "test BPC": round(statistics.mean(tests), 4),
                          "test min..max": f"{min(tests):.3f}..{max(tests):.3f}"})
             curves.setdefault(family, []).append((budget, tests, params[0]))
-    record = {"experiment": "charlm equal compute", "protocol": plan["protocol"], "plan": plan,
+    record = {"experiment": "charlm equal compute", "protocol": _protocol_record(p), "plan": plan,
               "lr_choice": choice, "lr_grids": {f: p.grid(f) for f in p.families}, "rows": rows, "selection": "per family and budget: the LR with the lowest "
               "mean validation BPC over seeds; test BPC reported at that LR", "jobs": len(results)}
     write_json(out / "results.json", record)
