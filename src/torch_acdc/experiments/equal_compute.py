@@ -122,12 +122,13 @@ def claim_sweep_dir(out: Path, p: Protocol, overwrite: bool = False) -> Path:
     return out
 
 
-_GRID_KEYS = ("lrs", "seeds")  # a sweep may grow its grid: every job is keyed by (family, lr, seed) and checked
+_GRID_KEYS = ("lrs", "seeds", "families")  # a sweep may change its grid: jobs are keyed by (family, lr, seed)
 
 
 def _same_sweep(old: dict | None, new: dict) -> bool:
-    """Whether ``old`` and ``new`` protocols describe the same sweep, possibly with other LR grids or seeds
-    (the finished jobs of the common grid stay valid: each job's results record its full configuration)."""
+    """Whether ``old`` and ``new`` protocols describe the same sweep, possibly with other LR grids, seeds or a
+    subset of its families (the finished jobs stay valid: each job's results record its full configuration;
+    a family the timing pass did not measure is refused by :func:`make_plan`)."""
     if old is None:
         return False
     strip = lambda r: {k: v for k, v in r.items() if k not in _GRID_KEYS}  # noqa: E731
@@ -185,6 +186,10 @@ def make_plan(p: Protocol, out: Path) -> dict:
     if path.is_file():
         plan = json.loads(path.read_text())
         if _same_sweep(plan.get("protocol"), key):  # step costs do not depend on the LR grid or the seeds
+            missing = [f for f in p.families if f not in plan["step_ms"]]
+            if missing:
+                raise ValueError(f"{path} has no step cost for {missing} (timed together with "
+                                 f"{sorted(plan['step_ms'])}); use another --out for a sweep with new families")
             plan["protocol"] = key
             write_json(path, plan)
             return plan
