@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 import statistics
 import time
@@ -383,7 +384,11 @@ def run_compress(cfg: CompressConfig, progress: bool = True) -> dict:
                 with torch.enable_grad():
                     losses = distil(student, params, train_b, targets, steps[(kind, depth)], lr, False, label)
                 runs[(lr, seed)] = (student, losses, evaluate(student, val_b, val_reference)["cosine"])
-        best = max(cfg.lrs, key=lambda lr: statistics.mean(runs[(lr, s)][2] for s in cfg.seeds))  # validation
+        def val_score(lr: float) -> float:  # validation only; a diverged (NaN) run ranks last
+            score = statistics.mean(runs[(lr, s)][2] for s in cfg.seeds)
+            return score if math.isfinite(score) else -math.inf
+
+        best = max(cfg.lrs, key=val_score)
         per_seed = [evaluate(runs[(best, s)][0], eval_b, reference) for s in cfg.seeds]
         student, losses, _ = runs[(best, cfg.seeds[0])]
         info = fitted[(kind, depth, cfg.seeds[0])][1] | {
