@@ -46,3 +46,18 @@ def test_keeping_spectrum_switch_restores():
     with dispatch.keeping_spectrum(False):
         assert not dispatch.keep_spectrum()
     assert dispatch.keep_spectrum()
+
+
+@pytest.mark.parametrize("case", ["plain", "grad", "half", "mixed", "off", "double"])
+def test_kernel_and_its_reasons_always_agree(case):
+    """kernel() (the fast form) and explain()'s reasons (the spelled-out rules) give the same decision."""
+    from torch_acdc.dispatch import _kernel_reasons
+
+    x, a, d = torch.randn(2, 8), torch.randn(8), torch.randn(8)
+    tensors = {"plain": (x, a, d), "grad": (x.requires_grad_(), a, d), "half": (x.half(), a.half(), d.half()),
+               "mixed": (x, a.double(), d), "off": (x, a, d), "double": (x.double(), a.double(), d.double())}[case]
+    with native.use_native(case != "off"):
+        for grad_mode in (True, False):
+            with torch.set_grad_enabled(grad_mode):
+                chosen = dispatch.kernel(*tensors)
+                assert chosen not in _kernel_reasons("acdc", list(tensors)), (case, grad_mode)

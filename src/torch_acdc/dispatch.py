@@ -129,12 +129,13 @@ def kernel(*tensors: torch.Tensor | None, op: str = "acdc") -> str:
 
 
 def _kernel_reasons(op: str, tensors) -> dict[str, str]:
-    """Why each kernel other than the chosen one was not taken (same rules as :func:`kernel`)."""
+    """Why each kernel other than the chosen one was not taken: :func:`kernel`'s rules, spelled out (kernel
+    is the fast form used on every call; tests/test_dispatch.py checks that the two always agree)."""
     if "native" not in KERNELS[op]:
         return {"native": f"no native kernel for {op!r}"}
     checks = [
         (not native.enabled(), "switched off (TORCH_ACDC_NATIVE=0 or native.use_native(False))"),
-        (tracing(), "torch.compile / export tracing: the pure-torch ops are recorded"),
+        (torch.compiler.is_compiling(), "torch.compile / export tracing: the pure-torch ops are recorded"),
         (torch._C._are_functorch_transforms_active(), "a functorch transform (vmap, grad, jvp) is active"),
         (torch.is_grad_enabled() and any(t.requires_grad for t in tensors),
          "a differentiable result is wanted (grad mode on and an input requires grad: double backward)"),

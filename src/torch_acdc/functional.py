@@ -315,17 +315,16 @@ def acdc(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor, bias: torch.Tensor |
     float32/float64 CPU tensors goes straight to it.
     """
     t = _plain_call(x, a, d, bias)
-    if t is not None:
-        if dispatch.native_inference(x, a, d, bias):
-            return _NATIVE_FORWARD(x, a, d, bias, t.perm, t.perm, t.iperm, t.twiddle_pairs, False)[0]
-        return acdc_gathered(x, a, d, (t.perm, t.iperm), (t.iperm, t.perm), bias, (t.perm, t.iperm))
-    ct = check_acdc_args(x, a, d, bias)
-    t = makhoul_tables(x.shape[-1], ct, x.device)
-    if x.dtype != ct or a.dtype != ct or d.dtype != ct or (bias is not None and bias.dtype != ct):
-        y = acdc_gathered(x.to(ct), a.to(ct), d.to(ct), (t.perm, t.iperm), (t.iperm, t.perm),
-                          None if bias is None else bias.to(ct), (t.perm, t.iperm))
-        return y.to(x.dtype)
-    return acdc_gathered(x, a, d, (t.perm, t.iperm), (t.iperm, t.perm), bias, (t.perm, t.iperm))
+    if t is not None and dispatch.native_inference(x, a, d, bias):
+        return _NATIVE_FORWARD(x, a, d, bias, t.perm, t.perm, t.iperm, t.twiddle_pairs, False)[0]
+    if t is None:  # checks (naming what is wrong), low precision computed in float32 (.to: no copy otherwise)
+        ct = check_acdc_args(x, a, d, bias)
+        t = makhoul_tables(x.shape[-1], ct, x.device)
+        xc, a, d, bias = x.to(ct), a.to(ct), d.to(ct), None if bias is None else bias.to(ct)
+    else:
+        xc = x
+    y = acdc_gathered(xc, a, d, (t.perm, t.iperm), (t.iperm, t.perm), bias, (t.perm, t.iperm))
+    return y if y.dtype == x.dtype else y.to(x.dtype)
 
 
 def _native_forward_op(*args):

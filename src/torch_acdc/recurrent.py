@@ -55,6 +55,15 @@ def _hidden_stack_gathers(hh: StackedACDC, dtype: torch.dtype, device: torch.dev
     return perm, iperm, [perm] + [None if between is None else between[i][0] for i in range(hh.depth - 1)]
 
 
+def _lstm_forward(hh: StackedACDC, xg, h0, c0, keep: bool, save: bool):
+    """The native ``acdc_lstm_forward`` of the hidden stack ``hh``; returns (its outputs, gathers, tables)."""
+    t = makhoul_tables(hh.features, xg.dtype, xg.device)
+    perm, _iperm, gathers = _hidden_stack_gathers(hh, xg.dtype, xg.device)
+    outputs = native.ops().acdc_lstm_forward(xg, h0, c0, hh.a, hh.d, gathers, perm, t.iperm, t.twiddle_pairs,
+                                             keep, save)
+    return outputs, gathers, t
+
+
 class _Sequence(torch.autograd.Function):
     """One ACDC LSTM layer over a whole sequence with the native time loop (``acdc_lstm_forward`` /
     ``acdc_lstm_backward``): inputs x_gates (T, B, 4H) = ih(x), h0, c0 (B, H) or None, the hidden stack's
@@ -63,12 +72,9 @@ class _Sequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, xg, h0, c0, a, d, hh):
-        t = makhoul_tables(hh.features, xg.dtype, xg.device)
-        perm, _iperm, gathers = _hidden_stack_gathers(hh, xg.dtype, xg.device)
         save = any(ctx.needs_input_grad)
-        keep = save and dispatch.keep_spectrum()
-        out, c_all, acts, inputs, spectra = native.ops().acdc_lstm_forward(
-            xg, h0, c0, a, d, gathers, perm, t.iperm, t.twiddle_pairs, keep, save)
+        (out, c_all, acts, inputs, spectra), gathers, t = _lstm_forward(hh, xg, h0, c0,
+                                                                         save and dispatch.keep_spectrum(), save)
         if save:
             ctx.gathers, ctx.tables, ctx.counts = gathers, t, len(inputs)
             ctx.has_h0, ctx.has_c0 = h0 is not None, c0 is not None
@@ -99,10 +105,7 @@ def _sequence(cell: "ACDCLSTMCell", x_gates: torch.Tensor, state):
         h0, c0 = h0.contiguous(), c0.contiguous()
     r = dispatch.route(x_gates, h0, c0, hh.a, hh.d)
     if r == "inference":
-        t = makhoul_tables(hh.features, x_gates.dtype, x_gates.device)
-        perm, _iperm, gathers = _hidden_stack_gathers(hh, x_gates.dtype, x_gates.device)
-        out, c_all, *_ = native.ops().acdc_lstm_forward(x_gates, h0, c0, hh.a, hh.d, gathers, perm, t.iperm,
-                                                         t.twiddle_pairs, False, False)
+        (out, c_all, *_), _, _ = _lstm_forward(hh, x_gates, h0, c0, keep=False, save=False)
         return out, c_all
     return _Sequence.apply(x_gates.contiguous(), h0, c0, hh.a, hh.d, hh)
 

@@ -59,14 +59,22 @@ def _load(announce=None) -> bool:
     return True
 
 
+def _attempt(announce=None) -> Exception | None:
+    """Build (if needed) and load the library once; the failure, recorded in the state, or None."""
+    try:
+        _load(announce)
+        return None
+    except Exception as e:  # noqa: BLE001 - every failure means the same: the pure-torch path runs
+        _state.update(loaded=False, error=e)
+        return e
+
+
 def available() -> bool:
     """True once the native library is built, verified and loaded (builds on the first call; on failure warns
     once and returns False until :func:`build` is called again)."""
     if _state["loaded"] is None:
-        try:
-            _load()
-        except Exception as e:  # no compiler, headers missing, unwritable cache: fall back, say so once
-            _state.update(loaded=False, error=e)
+        e = _attempt()
+        if e is not None:  # no compiler, headers missing, unwritable cache: fall back, say so once
             warnings.warn(f"torch_acdc: native CPU kernels unavailable, using the pure-torch path "
                           f"(set TORCH_ACDC_NATIVE=0 to silence): {e}", RuntimeWarning, stacklevel=2)
     return bool(_state["loaded"])
@@ -77,12 +85,9 @@ def build(announce=None) -> Path:
     (``acdc build``). Retries after an earlier failure. Returns the library's path; raises
     :class:`BuildError` / OSError when it cannot be built."""
     if not _state["loaded"]:
-        _state["loaded"] = None
-        try:
-            _load(announce)
-        except Exception as e:
-            _state.update(loaded=False, error=e)
-            raise
+        e = _attempt(announce)
+        if e is not None:
+            raise e
     return _state["path"]
 
 
