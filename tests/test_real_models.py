@@ -57,13 +57,13 @@ def test_sweep_fast_outputs_and_resume(tmp_path, capsys):
     plan = result["plan"]
     assert set(plan["step_ms"]) == {"dense:8", "acdc:16"} and "interleaved" in plan["how"]
     assert plan["machine"]["cpu"] and plan["machine"]["threads"] == 1
-    assert result["protocol"]["seeds"] == [0, 1] and result["protocol"]["val_chars"] == 2048
+    assert result["protocol"]["seeds"] == [0, 1] and result["protocol"]["settings"]["val_chars"] == 2048
     assert len(result["rows"]) == 6 and result["jobs"] == 12  # 2 families x 3 budgets; 2 x 3 LRs x 2 seeds
     for row in result["rows"]:
         assert row["chosen lr"] in result["lr_grids"][row["family"]]
         assert row["steps"] == plan["steps"][row["family"]][f"{row['budget s']:g}"]
-        lo, hi = map(float, row["test min..max"].split(".."))
-        assert lo <= row["test BPC"] + 1e-3 and row["test BPC"] <= hi + 1e-3
+        lo, hi = row["range"]["test BPC"]
+        assert lo - 1e-6 <= row["test BPC"] <= hi + 1e-6 and row["val BPC"] == min(row["by lr"].values())
     assert (tmp_path / "equal_compute.png").stat().st_size > 0 and "chosen lr" in (tmp_path / "summary.md").read_text()
     capsys.readouterr()
     assert main(args) == 0  # finished jobs are not re-run; the same table
@@ -102,7 +102,7 @@ def test_a_different_sweep_in_the_folder_is_refused(tmp_path, capsys):
     args = [*SWEEP, "--seeds", "0", "--lrs", "0.01", "--out", str(tmp_path)]
     assert main([*args, "--plan-only"]) == 0 and main([*args, "--job", "0"]) == 0
     assert main([*args, "--budgets", "0.1", "0.2", "0.4"]) == 1
-    assert "another sweep" in capsys.readouterr().err
+    assert "another comparison" in capsys.readouterr().err
     assert (tmp_path / "jobs" / "dense-h8-lr0.01-s0" / "results.json").exists()  # nothing lost
 
 
@@ -202,4 +202,4 @@ def test_a_sweep_can_grow_its_grid_and_keeps_finished_jobs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "dense-h8-lr0.03-s0: no checkpoint" in out and "dense-h8-lr0.01-s0: no checkpoint" not in out
     result = json.loads((tmp_path / "results.json").read_text())
-    assert result["lr_grids"]["dense:8"] == [0.01, 0.03] and result["protocol"]["lrs"]["dense"] == [0.01, 0.03]
+    assert result["lr_grids"]["dense:8"] == [0.01, 0.03] and result["protocol"]["lrs"]["dense:8"] == [0.01, 0.03]

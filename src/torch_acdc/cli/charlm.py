@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 import dataclasses
 from pathlib import Path
 
@@ -11,8 +9,10 @@ import torch
 
 from ..experiments import charlm as lib
 from ..experiments import equal_compute as ec
+from ..experiments import protocol
 from ..experiments.common import format_table, make_run_dir, run_title, write_json
 from ..training import distributed
+from .grid import add_job_flags, run_comparison
 from .common import (
     ACTIVATION_CHOICES,
     PERMUTATION_CHOICES,
@@ -87,10 +87,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"validation characters, choose the LR (default {ec.FULL['val_chars']})")
     g.add_argument("--test-chars", type=positive_int, default=None,
                    help=f"test characters after them, reported (default {ec.FULL['test_chars']})")
-    g.add_argument("--list-jobs", action="store_true", help="print one command per job of the grid and exit")
-    g.add_argument("--plan-only", action="store_true", help="only the timing pass (plan.json), which every job reads")
-    g.add_argument("--job", type=nonnegative_int, default=None, help="run only job K (needs the plan: --plan-only)")
-    g.add_argument("--merge", action="store_true", help="only merge the finished jobs into the table")
+    add_job_flags(g)
 
 
 def config_from_args(args: argparse.Namespace) -> lib.CharLMConfig:
@@ -141,8 +138,9 @@ SWEEP_BASE = {"data": "stdlib", "batch": 16, "bptt": 32, "embed": 32, "checkpoin
 SWEEP_BASE_FAST = {**SWEEP_BASE, "max_chars": 420000, "batch": 8, "embed": 16, "checkpoint_every": 50}
 
 
-def sweep_protocol(args: argparse.Namespace) -> ec.Protocol:
-    """The equal-compute protocol from the flags (--fast / FULL presets of the sweep; explicit flags win)."""
+def sweep_protocol(args: argparse.Namespace) -> tuple[ec.CharLMComparison, protocol.Grid]:
+    """The comparison and its grid from the flags (--fast / FULL presets of the sweep; explicit flags win);
+    ValueError naming a bad family, budget, LR, seed or a corpus too small for the splits."""
     preset = ec.FAST if args.fast else ec.FULL
     base_values = dict(SWEEP_BASE_FAST if args.fast else SWEEP_BASE)
     base_values["data"] = args.data or lib.STDLIB_CORPUS
@@ -152,41 +150,16 @@ def sweep_protocol(args: argparse.Namespace) -> ec.Protocol:
     base = dataclasses.replace(lib.CharLMConfig(), depth=args.depth, permutation=args.permutation, clip=args.clip,
                                lr_mult=args.lr_mult, weight_decay=args.weight_decay, keep=args.keep, **base_values)
     pick = lambda name: getattr(args, name) if getattr(args, name) is not None else preset[name]  # noqa: E731
-    lrs = preset["lrs"] if args.lrs is None else {"dense": list(args.lrs), "acdc": list(args.lrs)}
-    p = ec.Protocol(base, list(pick("families")), [float(b) for b in pick("budgets")], lrs,
-                    list(pick("seeds")), pick("val_chars"), pick("test_chars"), preset["timing_rounds"],
-                    preset["timing_warmup"])
-    ec.check_protocol(p)
-    return p
+    grid = ec.make_grid(list(pick("families")), pick("budgets"), preset["lrs"] if args.lrs is None else list(args.lrs),
+                        list(pick("seeds")), preset["timing_rounds"], preset["timing_warmup"])
+    protocol.check_grid(grid)
+    exp = ec.CharLMComparison(base, pick("val_chars"), pick("test_chars"))
+    exp.check()
+    return exp, grid
 
 
 def run_sweep(args: argparse.Namespace) -> int:
     """``acdc charlm --sweep``: timing pass, the grid's jobs (all, or ``--job K``), and the merge."""
-    p = sweep_protocol(args)
-    grid = ec.jobs(p)
-    out = Path(args.out) if args.out else Path("runs") / f"charlm-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-    if args.list_jobs:
-        flags = " ".join(a for a in sys.argv[1:] if a not in ("--list-jobs",)) if sys.argv[1:] else "charlm --sweep"
-        print(f"acdc {flags} --out {out} --plan-only    # first, once: the timing pass every job reads")
-        for k, (family, lr, seed) in enumerate(grid):
-            print(f"acdc {flags} --out {out} --job {k}    # {ec.job_name(family, lr, seed)}")
-        print(f"acdc {flags} --out {out} --merge")
-        return 0
-    ec.claim_sweep_dir(out, p, args.overwrite)  # the same sweep continues; another one is refused
-    if not args.merge:
-        if args.job is not None and not (out / "plan.json").is_file():
-            raise UsageError(f"--job needs the sweep's timing pass first (the same command with --plan-only): "
-                             f"{out / 'plan.json'} does not exist")
-        plan = ec.make_plan(p, out)
-        print(f"step costs (ms, interleaved): {plan['step_ms']}; steps per budget: {plan['steps']}")
-        if args.plan_only:
-            return 0
-        for k in ([args.job] if args.job is not None else range(len(grid))):
-            ec.run_job(p, plan, k, out, progress=not args.no_progress)
-        if args.job is not None:
-            print(f"job {args.job} done: {out / 'jobs' / ec.job_name(*grid[args.job])}")
-            return 0
-    record = ec.merge(p, out)
-    print(record["summary"])
-    print(f"results: {out / 'results.json'}; figure: {out / 'equal_compute.png'}")
+    exp, grid = sweep_protocol(args)
+    run_comparison(args, exp, grid, "charlm --sweep")
     return 0

@@ -1,0 +1,57 @@
+"""The command-line side of the comparison protocol (:mod:`torch_acdc.experiments.protocol`), one for every
+command that compares families: the job flags and the driver (timing pass, jobs, merge)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..experiments import protocol
+from .common import UsageError, nonnegative_int
+
+__all__ = ["add_job_flags", "run_comparison"]
+
+
+def add_job_flags(g) -> None:
+    """``--list-jobs``, ``--plan-only``, ``--job K``, ``--merge`` on the argument group ``g``."""
+    g.add_argument("--list-jobs", action="store_true", help="print one command per job of the grid and exit")
+    g.add_argument("--plan-only", action="store_true", help="only the timing pass (plan.json), which every job reads")
+    g.add_argument("--job", type=nonnegative_int, default=None, help="run only job K (needs the plan: --plan-only)")
+    g.add_argument("--merge", action="store_true", help="only merge the finished jobs into the table")
+
+
+def run_comparison(args: argparse.Namespace, exp: protocol.Experiment, grid: protocol.Grid, command: str) -> dict | None:
+    """Timing pass, the grid's jobs (all, or ``--job K``) and the merge into ``--out``; ``--list-jobs`` prints
+    the commands instead. Returns the merged record (None when only listing, planning or running one job)."""
+    out = Path(args.out) if args.out else Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    jobs = protocol.jobs(grid)
+    if args.list_jobs:
+        flags = " ".join(a for a in sys.argv[1:] if a != "--list-jobs" and not a.startswith("--out")) or command
+        if "--out" in sys.argv[1:]:  # the --out value follows the flag
+            i = sys.argv[1:].index("--out")
+            flags = " ".join(a for j, a in enumerate(sys.argv[1:]) if a != "--list-jobs" and j not in (i, i + 1))
+        print(f"acdc {flags} --out {out} --plan-only    # first, once: the timing pass every job reads")
+        for k, (family, lr, seed) in enumerate(jobs):
+            print(f"acdc {flags} --out {out} --job {k}    # {protocol.job_name(family, lr, seed)}")
+        print(f"acdc {flags} --out {out} --merge")
+        return None
+    protocol.claim_dir(out, exp, grid, args.overwrite)  # the same comparison continues; another one is refused
+    if not args.merge:
+        if args.job is not None and not (out / "plan.json").is_file():
+            raise UsageError(f"--job needs the timing pass first (the same command with --plan-only): "
+                             f"{out / 'plan.json'} does not exist")
+        plan = protocol.make_plan(out, exp, grid)
+        costs = {f: round(v, 2) for f, v in plan["step_ms"].items()}
+        print(f"step costs (ms, interleaved): {costs}; steps per budget: {plan['steps']}")
+        if args.plan_only:
+            return None
+        for k in ([args.job] if args.job is not None else range(len(jobs))):
+            protocol.run_job(out, exp, grid, plan, k, progress=not args.no_progress)
+        if args.job is not None:
+            print(f"job {args.job} done: {out / 'jobs' / protocol.job_name(*jobs[args.job])}")
+            return None
+    record = protocol.merge(out, exp, grid)
+    print(record["summary"])
+    print(f"results: {out / 'results.json'}; figures: {', '.join(str(out / f) for f in record['figures'])}")
+    return record
