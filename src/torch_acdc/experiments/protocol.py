@@ -85,7 +85,8 @@ class Experiment:
     * :meth:`train`: one job, resumable from its own checkpoints in ``run_dir``; returns its configuration and
       one point per requested step count: ``{"step", "val", <test metric>: value, ...}``;
     * :meth:`describe`: per-family facts for the rows (parameters, ...); :meth:`baselines`: reference rows
-      (the original model, a floor) measured once by the plan; :meth:`plot`: the figures in the folder.
+      (the original model, a floor) and :meth:`facts` (per family, e.g. inference time), both measured once by
+      the plan; :meth:`plot`: the figures in the folder.
     """
 
     name = "comparison"
@@ -104,6 +105,10 @@ class Experiment:
         raise NotImplementedError
 
     def describe(self, family: str) -> dict:
+        return {}
+
+    def facts(self, grid: Grid) -> dict:
+        """{family: measured facts for the rows} taken by the plan (e.g. inference time), once."""
         return {}
 
     def baselines(self) -> list[dict]:
@@ -165,16 +170,23 @@ def _same(old: dict | None, new: dict) -> bool:
     return old is not None and strip(old) == strip(new)
 
 
-def claim_dir(out: Path, exp: Experiment, g: Grid, overwrite: bool = False) -> Path:
+def claim_dir(out: Path, exp: Experiment, g: Grid, overwrite: bool = False, job: bool = False) -> Path:
     """Make ``out`` this comparison's folder: one holding the *same* comparison (its ``sweep.json``) is
     continued; one holding another comparison or another run is refused
     (:class:`~torch_acdc.training.RunFolderError`) unless ``overwrite``, which removes that comparison's plan,
-    jobs and outputs (nothing else). Locks the folder."""
+    jobs and outputs (nothing else). Locks the folder - except for a ``job`` (one job of a comparison whose plan
+    exists), which only checks the manifest and leaves the folder to the other jobs: each job locks its own
+    ``jobs/<name>`` folder, so jobs run concurrently on a shared file system."""
     from ..training.runs import RunFolderError, holds_run, lock_dir
 
     manifest = _record(exp, g)
     path = out / MANIFEST
     old = json.loads(path.read_text()) if path.is_file() else None
+    if job:
+        if not _same(old, manifest) or not (out / "plan.json").is_file():
+            raise RunFolderError(out, "has no timing pass for this comparison: run the same command with "
+                                      "--plan-only first (once), then the jobs")
+        return out
     if not _same(old, manifest) and (old is not None or holds_run(out) or (out / "jobs").exists()
                                      or (out / "results.json").exists()):
         if not overwrite:
@@ -188,7 +200,8 @@ def claim_dir(out: Path, exp: Experiment, g: Grid, overwrite: bool = False) -> P
         for png in out.glob("*.png"):
             png.unlink()
     lock_dir(out)
-    write_json(path, manifest)
+    if old != manifest:
+        write_json(path, manifest)
     return out
 
 
@@ -207,12 +220,13 @@ def make_plan(out: Path, exp: Experiment, g: Grid) -> dict:
         if missing:
             raise ValueError(f"{path} has no step cost for {missing} (timed together with "
                              f"{sorted(plan['step_ms'])}); use another --out for a comparison with new families")
-        plan["protocol"] = key
-        write_json(path, plan)
+        if plan["protocol"] != key:  # a grown grid: record it (jobs running beside this leave it unchanged)
+            plan["protocol"] = key
+            write_json(path, plan)
         return plan
     costs = time_interleaved(exp.step_functions(g), g.timing_warmup, g.timing_rounds)
     plan = {"protocol": key, "step_ms": costs, "steps": {f: step_counts(g.budgets, costs[f]) for f in g.families},
-            "machine": machine(), "baselines": exp.baselines(),
+            "machine": machine(), "baselines": exp.baselines(), "facts": exp.facts(g),
             "how": f"median of {g.timing_rounds} interleaved training steps per family after {g.timing_warmup} "
                    "warm-up steps each, in one process; steps = round(budget / step cost)"}
     write_json(path, plan)
@@ -225,9 +239,12 @@ def run_job(out: Path, exp: Experiment, g: Grid, plan: dict, k: int, progress: b
     grid = jobs(g)
     if not 0 <= k < len(grid):
         raise ValueError(f"--job {k}: this comparison has jobs 0..{len(grid) - 1}")
+    from ..training.runs import lock_dir
+
     family, lr, seed = grid[k]
     counts = sorted(set(plan["steps"][family].values()))
     run_dir = out / "jobs" / job_name(family, lr, seed)
+    lock_dir(run_dir)  # one process per job; other jobs of the grid may run beside it
     done = run_dir / "result.json"
     want = {"family": family, "lr": lr, "seed": seed, "counts": counts, "settings": _record(exp, g)["settings"]}
     if done.is_file():
@@ -245,9 +262,10 @@ class _Cell:
     tests: dict = field(default_factory=dict)  # lr -> [{metric: value} per seed]
 
 
-def merge(out: Path, exp: Experiment, g: Grid) -> dict:
+def merge(out: Path, exp: Experiment, g: Grid, fast: bool = False) -> dict:
     """``results.json`` and ``summary.md`` from the plan and every finished job: one row per (family, budget)
-    at the learning rate chosen on validation, test metrics as the mean and range over seeds."""
+    at the learning rate chosen on validation, test metrics as the mean and range over seeds. ``fast``: a smoke
+    run, said so in the figures' titles."""
     from ..markdown import format_table
 
     if not (out / "plan.json").is_file():
@@ -265,7 +283,7 @@ def merge(out: Path, exp: Experiment, g: Grid) -> dict:
                          f"{' ...' if len(missing) > 4 else ''}; run them (--job K) first")
     rows, choice = [], {}
     for family in g.families:
-        facts = exp.describe(family)
+        facts = {**exp.describe(family), **plan.get("facts", {}).get(family, {})}
         for budget in g.budgets:
             step = plan["steps"][family][f"{budget:g}"]
             cell = _Cell()
@@ -288,12 +306,12 @@ def merge(out: Path, exp: Experiment, g: Grid) -> dict:
               "lr_grids": {f: g.grid(f) for f in g.families}, "rows": rows, "baselines": plan.get("baselines", []),
               "selection": f"per family and budget: the LR with the {'highest' if exp.higher_is_better else 'lowest'} "
                            f"mean {exp.val_metric} over seeds; test metrics reported at that LR", "jobs": len(results),
-              "seeds": g.seeds}
+              "seeds": g.seeds, "fast": fast}
     write_json(out / "results.json", record)
     record["figures"] = [p.name for p in exp.plot(record, out)]
     write_json(out / "results.json", record)
     table = format_table([{k: v for k, v in r.items() if k not in ("by lr", "range")} for r in rows])
-    base = format_table(plan["baselines"]) if plan.get("baselines") else ""
+    base = format_table([{"variant": b.get("variant"), **b} for b in plan["baselines"]]) if plan.get("baselines") else ""
     text = (f"{exp.name} at equal measured compute ({plan['how']}); CPU {plan['machine']['cpu']}, "
             f"{plan['machine']['threads']} threads; seeds {g.seeds}; LR grids {g.lrs}; {record['selection']}\n\n"
             f"{table}\n" + (f"\nReference rows:\n\n{base}\n" if base else ""))
@@ -342,5 +360,5 @@ def plot_against_compute(record: dict, exp: Experiment, path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=7)
     m = record["plan"]["machine"]
-    fig.suptitle(f"{exp.name}, {m['cpu']}, {m['threads']} threads, seeds {record['seeds']}", fontsize=9)
+    fig.suptitle(f"{'[--fast smoke run] ' if record.get('fast') else ''}{exp.name}, {m['cpu']}, {m['threads']} threads, seeds {record['seeds']}", fontsize=9)
     return save_figure(fig, path)
