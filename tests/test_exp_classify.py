@@ -91,3 +91,34 @@ def test_train_classifier_contract():
     assert [h["epoch"] for h in res.history] == [1, 2]
     assert set(res.history[0]) == {"epoch", "train_loss", "test_loss", "test_accuracy"}
     assert res.test_accuracy == res.history[-1]["test_accuracy"] > 0.5
+
+
+def test_sweep_compares_at_equal_compute(tmp_path, capsys):
+    """classify --sweep: step counts from measured step costs, the LR chosen on validation accuracy (a held-out
+    part of the training set), test accuracy reported with its range over >= 2 seeds; re-running trains nothing."""
+    args = ["classify", "--sweep", "--fast", "--no-progress", "--models", "dense", "acdc-only", "--lrs", "0.003",
+            "0.01", "--budgets", "0.05", "0.1", "0.2", "--out", tmp_path]
+    assert run_command(*args) == 0
+    res = read_results(tmp_path)
+    assert res["seeds"] == [0, 1] and res["jobs"] == 8 and res["protocol"]["settings"]["val"] == round(0.2 * 1347)
+    assert res["protocol"]["settings"]["train"] + res["protocol"]["settings"]["val"] == 1347
+    assert len(res["rows"]) == 6 and res["baselines"][0]["variant"] == "majority class"
+    for r in res["rows"]:
+        assert r["chosen lr"] in (0.003, 0.01) and r["val accuracy"] == max(r["by lr"].values())
+        assert r["steps"] == max(1, round(r["budget s"] * 1e3 / res["plan"]["step_ms"][r["family"]]))
+        assert r["range"]["test accuracy"][0] <= r["test accuracy"] + 1e-9 <= r["range"]["test accuracy"][1] + 2e-9
+    dense = [r for r in res["rows"] if r["family"] == "dense"]
+    assert dense[-1]["test accuracy"] > 0.8
+    assert_png(tmp_path / "equal_compute.png")
+    capsys.readouterr()
+    assert run_command(*args) == 0 and read_results(tmp_path)["rows"] == res["rows"]
+
+
+@pytest.mark.parametrize("extra,message", [(["--lrs", "0.01", "0.01"], "distinct positive"),
+                                           (["--budgets", "1", "1"], "distinct positive"),
+                                           (["--resume"], "drop --resume")])
+def test_sweep_bad_input_fails_before_training(tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    assert run_command("classify", "--sweep", "--fast", "--no-progress", *extra, "--out", out) in (1, 2)
+    assert message in capsys.readouterr().err
+    assert not out.exists()

@@ -11,12 +11,14 @@ from ..cost import model_cost
 from ..experiments import classify as lib
 from ..experiments.common import format_table, make_run_dir, run_title, seed_everything, write_json
 from ..experiments.digits_data import load_mnist, load_sklearn_digits
+from ..experiments import protocol
 from ..training import CheckpointManager, distributed
-from .common import ACTIVATION_CHOICES, PERMUTATION_CHOICES, nonnegative_float, positive_float, positive_int
+from .common import ACTIVATION_CHOICES, PERMUTATION_CHOICES, UsageError, fraction, nonnegative_float, positive_float, positive_int
+from .grid import add_job_flags, run_comparison
 
 DESCRIPTION = lib.__doc__
-FAST = {"epochs": 5, "seeds": 1, "depth": 4}
-FULL = {"epochs": 40, "seeds": 3, "depth": 16}
+FAST = {"epochs": 5, "seeds": 1, "depth": 4, "budgets": [0.25, 0.5, 1.0]}
+FULL = {"epochs": 40, "seeds": 3, "depth": 16, "budgets": [2.0, 4.0, 8.0]}
 FAST_HELP = "quick smoke run (explicit flags win)"
 
 
@@ -46,11 +48,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="checkpoints kept per run (>= 2 keeps the previous good one)")
     p.add_argument("--resume", action="store_true",
                    help="continue every run from its newest readable checkpoint in --out/checkpoints")
+    g = p.add_argument_group("--sweep: the families compared at equal measured compute "
+                             "(torch_acdc.experiments.protocol); seeds --seed .. --seed + max(2, --seeds) - 1")
+    g.add_argument("--sweep", action="store_true",
+                   help="timing pass, every (model, lr, seed) job, then the table chosen on validation accuracy")
+    g.add_argument("--budgets", type=positive_float, nargs="+", default=None,
+                   help="seconds of measured training compute per model")
+    g.add_argument("--lrs", type=positive_float, nargs="+", default=None,
+                   help=f"learning-rate grid of every model (default {lib.LR_GRID})")
+    g.add_argument("--val-fraction", type=fraction, default=0.2,
+                   help="part of the training set held out to choose the learning rate")
+    add_job_flags(g)
+
+
+def _load(args: argparse.Namespace):
+    return (load_mnist(args.data_dir, args.limit_train, args.limit_test) if args.data_dir
+            else load_sklearn_digits(seed=0))
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """``acdc classify --sweep``: the models at equal measured compute, each at its best LR on validation."""
+    if args.resume:
+        raise UsageError("--sweep continues its jobs by itself; drop --resume")
+    seeds = list(range(args.seed, args.seed + max(2, args.seeds)))
+    lrs = list(args.lrs or lib.LR_GRID)
+    fast = bool(args.fast)
+    grid = protocol.Grid(list(args.models), list(args.budgets), {m: lrs for m in args.models}, seeds,
+                         timing_rounds=10 if fast else 30, timing_warmup=3 if fast else 10)
+    protocol.check_grid(grid)
+    data = _load(args)
+    settings = {"hidden": args.hidden, "depth": args.depth, "width": args.width, "activation": args.activation,
+                "batch_size": args.batch_size, "lr_mult": args.lr_mult, "weight_decay": args.weight_decay,
+                "val_fraction": args.val_fraction, "checkpoint_every": args.checkpoint_every}
+    run_comparison(args, lib.ClassifyComparison(data, settings), grid, "classify --sweep")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    data = (load_mnist(args.data_dir, args.limit_train, args.limit_test) if args.data_dir
-            else load_sklearn_digits(seed=0))
+    if args.sweep:
+        return run_sweep(args)
+    data = _load(args)
     mult = None if args.lr_mult is None else {"A": args.lr_mult, "D": args.lr_mult}
     with distributed(args.device) as ctx:
         out = make_run_dir(args.out, "classify", args.resume, args.overwrite, can_resume=True) if ctx.is_main else None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -33,11 +34,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from ..layers import StackedACDC
 from ..recipe import param_groups
 from ..training import CheckpointError, CheckpointManager, DistContext, ShardedBatches, TrainState
+from . import protocol
 from .common import integer_axis, line_style, new_figure, save_figure, set_title
 from ..progress import progress_bar
 
 __all__ = ["Truncate", "build_dense_mlp", "build_acdc_only", "build_acdc_head", "build_model", "MODELS",
-           "TrainResult", "train_classifier", "evaluate", "mean_std", "plot_accuracy"]
+           "TrainResult", "train_step", "train_classifier", "evaluate", "mean_std", "plot_accuracy",
+           "split_validation", "ClassifyComparison", "LR_GRID"]
 
 MODELS = ("dense", "acdc-only", "acdc-head")
 
@@ -119,11 +122,13 @@ class TrainResult:
     """``history``: one dict per epoch (epoch, train_loss, test_loss, test_accuracy); final test accuracy;
     ``resumed_from_step``: the checkpoint step training continued from (None for a fresh run);
     ``step_ms``: median wall time of one optimizer step (forward, backward, update) over the steps this
-    process ran (evaluation and checkpoints excluded; None if it ran none)."""
+    process ran (evaluation and checkpoints excluded; None if it ran none); ``points``: one dict per step of
+    ``score_at`` (step, val_loss, val_accuracy, test_loss, test_accuracy)."""
 
     history: list[dict] = field(default_factory=list)
     resumed_from_step: int | None = None
     step_ms: float | None = None
+    points: list[dict] = field(default_factory=list)
 
     @property
     def test_accuracy(self) -> float:
@@ -138,6 +143,7 @@ class _Progress:
     epoch_loss_sum: float = 0.0  # sum of this epoch's per-step mean training losses so far
     history: list[dict] = field(default_factory=list)
     resumed_from: int | None = None
+    points: list[dict] = field(default_factory=list)
 
 
 def _fingerprint(model: nn.Module, train_data: TensorDataset, **settings) -> dict:
@@ -162,7 +168,18 @@ def _resume(state: TrainState, fingerprint: dict, total_steps: int, desc: str | 
         raise ValueError(f"{total_steps} training steps end before the checkpoint's step {r.step} ({r.path})")
     if state.ctx.is_main:
         print(f"{desc or 'classify'}: resuming after step {r.step} from {r.path}")
-    return _Progress(r.step, r.extra["epoch_loss_sum"], r.extra["history"], r.step)
+    return _Progress(r.step, r.extra["epoch_loss_sum"], r.extra["history"], r.step, r.extra.get("points", []))
+
+
+def train_step(net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One optimizer step of cross-entropy on (x, y): forward, backward, update; the loss (detached). The same
+    function is timed by the comparison protocol's timing pass."""
+    net.train()
+    loss = F.cross_entropy(net(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
 
 
 def train_classifier(model: nn.Module, train_data: TensorDataset, test_data: TensorDataset, *, epochs: int,
@@ -170,7 +187,8 @@ def train_classifier(model: nn.Module, train_data: TensorDataset, test_data: Ten
                      lr_multipliers: dict[str, float] | None = None, seed: int = 0, progress: bool = False,
                      desc: str | None = None, ctx: DistContext | None = None,
                      checkpoints: CheckpointManager | None = None, checkpoint_every: int = 100,
-                     resume: bool = False, overwrite: bool = False) -> TrainResult:
+                     resume: bool = False, overwrite: bool = False, steps: int | None = None,
+                     score_at=(), val_data: TensorDataset | None = None) -> TrainResult:
     """Train ``model`` with Adam on ``param_groups(model, lr, weight_decay, lr_multipliers)`` and cross-entropy.
 
     Step ``s`` uses global batch ``s`` of ``ShardedBatches(len(train_data), batch_size, seed)`` (epoch-seeded
@@ -188,14 +206,16 @@ def train_classifier(model: nn.Module, train_data: TensorDataset, test_data: Ten
     opt = torch.optim.Adam(param_groups(model, lr, weight_decay, lr_multipliers))
     x_train, y_train = train_data.tensors
     batches = ShardedBatches(len(train_data), batch_size, seed, ctx.rank, ctx.world_size)
-    per_epoch, total_steps = batches.steps_per_epoch, epochs * batches.steps_per_epoch
+    per_epoch = batches.steps_per_epoch
+    total_steps = steps if steps is not None else epochs * per_epoch
+    score_at = set(score_at)
     state = fingerprint = None
     if checkpoints is not None:
         if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be a positive number of steps, got {checkpoint_every!r}")
         state = TrainState(checkpoints, ctx, model=model, optimizer=opt)
         fingerprint = _fingerprint(model, train_data, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                                   lr_multipliers=lr_multipliers, seed=seed)
+                                   lr_multipliers=lr_multipliers, seed=seed, score_at=sorted(score_at))
     run = _Progress()
     if state is not None:
         run = _resume(state, fingerprint, total_steps, desc) if resume else _Progress()
@@ -208,13 +228,9 @@ def train_classifier(model: nn.Module, train_data: TensorDataset, test_data: Ten
     for step in range(run.step, total_steps):
         started = time.perf_counter()
         idx = batches.indices(step)
-        net.train()
-        loss = F.cross_entropy(net(x_train[idx].to(ctx.device)), y_train[idx].to(ctx.device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = train_step(net, opt, x_train[idx].to(ctx.device), y_train[idx].to(ctx.device))
         step_times.append(time.perf_counter() - started)
-        run.epoch_loss_sum += ctx.all_reduce_sum(loss.detach()).item() / ctx.world_size
+        run.epoch_loss_sum += ctx.all_reduce_sum(loss).item() / ctx.world_size
         run.step = step + 1
         bar.update()
         if run.step % per_epoch == 0:
@@ -223,12 +239,17 @@ def train_classifier(model: nn.Module, train_data: TensorDataset, test_data: Ten
                                 "test_loss": test_loss, "test_accuracy": test_acc})
             run.epoch_loss_sum = 0.0
             bar.set_postfix(acc=f"{test_acc:.3f}", refresh=False)
+        if run.step in score_at:
+            val = evaluate(model, val_data, ctx=ctx) if val_data is not None else (math.nan, math.nan)
+            test = evaluate(model, test_data, ctx=ctx)
+            run.points.append({"step": run.step, "val_loss": val[0], "val_accuracy": val[1], "test_loss": test[0],
+                               "test_accuracy": test[1]})
         if state is not None and (run.step % checkpoint_every == 0 or run.step == total_steps):
             state.save(run.step, extra={"fingerprint": fingerprint, "history": run.history,
-                                        "epoch_loss_sum": run.epoch_loss_sum})
+                                        "epoch_loss_sum": run.epoch_loss_sum, "points": run.points})
     bar.close()
     return TrainResult(run.history, run.resumed_from,
-                       statistics.median(step_times) * 1e3 if step_times else None)
+                       statistics.median(step_times) * 1e3 if step_times else None, run.points)
 
 
 # ------------------------------------------------------------------------------------------------ reporting
@@ -250,3 +271,87 @@ def plot_accuracy(curves: dict[str, list[list[float]]], path, title: str | None 
     ax.grid(alpha=0.3)
     ax.legend()
     save_figure(fig, path)
+
+
+# ------------------------------------------------------------------------------------------ comparison
+LR_GRID = [1e-3, 3e-3, 1e-2]
+
+
+def split_validation(data: TensorDataset, fraction: float, seed: int) -> tuple[TensorDataset, TensorDataset]:
+    """(train, validation): a seeded random ``fraction`` of ``data`` held out to choose learning rates."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"the validation fraction must be in (0, 1), got {fraction}")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    cut = len(data) - max(1, round(fraction * len(data)))
+    x, y = data.tensors
+    return TensorDataset(x[order[:cut]], y[order[:cut]]), TensorDataset(x[order[cut:]], y[order[cut:]])
+
+
+class ClassifyComparison(protocol.Experiment):
+    """The classifier families (dense MLP, ACDC-only, ACDC + dense head) under the comparison protocol
+    (:mod:`torch_acdc.experiments.protocol`): validation accuracy (a held-out part of the training set) chooses
+    the LR, test accuracy is reported. ``settings``: data name, architecture flags (hidden, depth, width,
+    activation), batch size, LR multiplier, weight decay, validation fraction, checkpoint interval."""
+
+    name = "classify"
+    val_metric = "val accuracy"
+    higher_is_better = True
+    test_metrics = ("test accuracy",)
+
+    def __init__(self, data, settings: dict):
+        self.data, self.config = data, dict(settings)
+        self.train_set, self.val_set = split_validation(data.train, self.config["val_fraction"], 0)
+
+    def settings(self) -> dict:
+        return {"dataset": self.data.name, "train": len(self.train_set), "val": len(self.val_set),
+                "test": len(self.data.test), **self.config}
+
+    def model(self, family: str, seed: int) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build_model(family, self.data.in_features, self.data.num_classes, argparse.Namespace(**self.config))
+
+    def _mult(self):
+        m = self.config.get("lr_mult")
+        return None if m is None else {"A": m, "D": m}
+
+    def step_functions(self, grid) -> dict:
+        steps = {}
+        x, y = self.train_set.tensors
+        for family in grid.families:
+            model = self.model(family, grid.seeds[0])
+            opt = torch.optim.Adam(param_groups(model, grid.grid(family)[0], self.config["weight_decay"], self._mult()))
+            batches = ShardedBatches(len(self.train_set), self.config["batch_size"], grid.seeds[0])
+            box = {"step": 0}
+
+            def step(model=model, opt=opt, batches=batches, box=box):
+                idx = batches.indices(box["step"])
+                train_step(model, opt, x[idx], y[idx])
+                box["step"] += 1
+            steps[family] = step
+        return steps
+
+    def train(self, family, lr, seed, counts, run_dir, progress: bool) -> dict:
+        model = self.model(family, seed)
+        res = train_classifier(model, self.train_set, self.data.test, epochs=1, steps=counts[-1], score_at=counts,
+                               val_data=self.val_set, batch_size=self.config["batch_size"], lr=lr,
+                               weight_decay=self.config["weight_decay"], lr_multipliers=self._mult(), seed=seed,
+                               progress=progress, desc=protocol.job_name(family, lr, seed),
+                               checkpoints=CheckpointManager(run_dir / "checkpoints", keep=2),
+                               checkpoint_every=self.config["checkpoint_every"], resume=True)
+        return {"points": [{"step": p["step"], "val": p["val_accuracy"], "test accuracy": p["test_accuracy"],
+                            "test loss": p["test_loss"]} for p in res.points]}
+
+    def describe(self, family: str) -> dict:
+        from ..cost import model_cost
+
+        cost = model_cost(self.model(family, 0), (1, self.data.in_features)).total
+        return {"params": cost.params, "mult-adds": int(cost.mult_adds)}
+
+    def baselines(self) -> list[dict]:
+        """The majority class's test accuracy (the floor a classifier must beat)."""
+        labels = self.data.test.tensors[1]
+        return [{"variant": "majority class", "test accuracy": round(float((labels == labels.mode().values).float().mean()), 4)}]
+
+    def plot(self, record: dict, out) -> list:
+        return [protocol.plot_against_compute(record, self, out / "equal_compute.png")]
