@@ -13,7 +13,8 @@ from ..experiments.common import format_table, make_run_dir, run_title, seed_eve
 from ..experiments.digits_data import load_mnist, load_sklearn_digits
 from ..experiments import protocol
 from ..training import CheckpointManager, distributed
-from .common import ACTIVATION_CHOICES, PERMUTATION_CHOICES, UsageError, fraction, nonnegative_float, positive_float, positive_int
+from .common import (ACTIVATION_CHOICES, PERMUTATION_CHOICES, UsageError, fraction, nonnegative_float,
+                     positive_float, positive_int)
 from .grid import add_job_flags, run_comparison
 
 DESCRIPTION = lib.__doc__

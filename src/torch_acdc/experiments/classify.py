@@ -15,7 +15,11 @@ shuffled mini-batches (:class:`torch_acdc.training.ShardedBatches`: the batch or
 processes); every ``--checkpoint-every`` steps each (model, seed) run writes an atomic checkpoint into
 ``<out>/checkpoints/<model>-seed<seed>/`` and ``--resume`` continues from the newest readable one. Only rank 0
 writes results and prints. Reported: test accuracy (mean +- std over seeds), parameters, multiply-adds and
-FLOPs per example from :mod:`torch_acdc.cost`.
+FLOPs per example from :mod:`torch_acdc.cost`. This trains every model for the same epochs (a recipe check);
+
+``--sweep`` compares the models under the comparison protocol (:class:`ClassifyComparison`,
+:mod:`torch_acdc.experiments.protocol`): equal measured compute, an LR grid per model chosen on a validation
+part of the training set, >= 2 seeds, test accuracy reported with its range.
 """
 from __future__ import annotations
 
@@ -198,7 +202,8 @@ def train_classifier(model: nn.Module, train_data: TensorDataset, test_data: Ten
     :class:`~torch_acdc.training.TrainState` (model, optimizer, every rank's RNG, step, history) is saved
     every ``checkpoint_every`` steps and after the last; ``resume`` continues from the newest readable one
     (``epochs`` may be raised to extend a finished run); a fresh run refuses a checkpoint directory holding
-    another run's checkpoints (:class:`~torch_acdc.training.RunFolderError`) unless ``overwrite``. Collective when distributed: call on every rank.
+    another run's checkpoints (:class:`~torch_acdc.training.RunFolderError`) unless ``overwrite``. Collective
+    when distributed: call on every rank.
     """
     ctx = ctx or DistContext()
     model.to(ctx.device)

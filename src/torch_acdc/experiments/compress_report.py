@@ -40,6 +40,7 @@ def plot_compress(record: dict, path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     m = record["plan"]["machine"]
-    fig.suptitle(f"{'[--fast smoke run] ' if record.get('fast') else ''}all-MiniLM-L6-v2 FFNs replaced, {budget:g} s of measured distillation compute per family; "
+    smoke = "[--fast smoke run] " if record.get("fast") else ""
+    fig.suptitle(f"{smoke}all-MiniLM-L6-v2 FFNs replaced, {budget:g} s of measured distillation compute per family; "
                  f"{m['cpu']}, {m['threads']} threads; seeds {record['seeds']}", fontsize=9)
     return save_figure(fig, path)

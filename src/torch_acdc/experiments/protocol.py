@@ -360,5 +360,6 @@ def plot_against_compute(record: dict, exp: Experiment, path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=7)
     m = record["plan"]["machine"]
-    fig.suptitle(f"{'[--fast smoke run] ' if record.get('fast') else ''}{exp.name}, {m['cpu']}, {m['threads']} threads, seeds {record['seeds']}", fontsize=9)
+    smoke = "[--fast smoke run] " if record.get("fast") else ""
+    fig.suptitle(f"{smoke}{exp.name}, {m['cpu']}, {m['threads']} threads, seeds {record['seeds']}", fontsize=9)
     return save_figure(fig, path)
