@@ -122,3 +122,14 @@ def test_sweep_bad_input_fails_before_training(tmp_path, capsys, extra, message)
     assert run_command("classify", "--sweep", "--fast", "--no-progress", *extra, "--out", out) in (1, 2)
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_sweep_lists_one_command_per_job(capsys):
+    assert run_command("classify", "--sweep", "--fast", "--lrs", "0.01", "--models", "dense", "acdc-head",
+                       "--list-jobs") == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 + 2 * 2  # plan, 2 models x 1 LR x 2 seeds, merge
+    outs = {line.split("--out ")[1].split()[0] for line in lines}
+    assert len(outs) == 1 and outs.pop().startswith("runs/classify-sweep-")  # one folder, no space in it
+    assert lines[1].endswith("# dense-lr0.01-s0") and lines[-1].endswith("--merge")
+    assert lines[1].startswith("acdc classify --sweep --fast --lrs 0.01 --models dense acdc-head --out runs/")

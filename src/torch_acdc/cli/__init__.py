@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import debug_enabled, report
 
     fill_presets(args, *args._presets)
+    args._argv = argv  # what was asked, for commands that print commands (--list-jobs)
     try:
         if getattr(args, "threads", None):
             import torch

@@ -3,6 +3,7 @@ command that compares families: the job flags and the driver (timing pass, jobs,
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -22,20 +23,24 @@ def add_job_flags(g) -> None:
     g.add_argument("--merge", action="store_true", help="only merge the finished jobs into the table")
 
 
-def run_comparison(args: argparse.Namespace, exp: protocol.Experiment, grid: protocol.Grid, command: str) -> dict | None:
+def run_comparison(args: argparse.Namespace, exp: protocol.Experiment, grid: protocol.Grid,
+                   command: str) -> dict | None:
     """Timing pass, the grid's jobs (all, or ``--job K``) and the merge into ``--out``; ``--list-jobs`` prints
     the commands instead. Returns the merged record (None when only listing, planning or running one job)."""
-    out = Path(args.out) if args.out else Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder = command.replace(" --", "-")  # "charlm --sweep" -> runs/charlm-sweep-<time>
+    out = Path(args.out) if args.out else Path("runs") / f"{folder}-{time.strftime('%Y%m%d-%H%M%S')}"
     jobs = protocol.jobs(grid)
     if args.list_jobs:
-        flags = " ".join(a for a in sys.argv[1:] if a != "--list-jobs" and not a.startswith("--out")) or command
-        if "--out" in sys.argv[1:]:  # the --out value follows the flag
-            i = sys.argv[1:].index("--out")
-            flags = " ".join(a for j, a in enumerate(sys.argv[1:]) if a != "--list-jobs" and j not in (i, i + 1))
-        print(f"acdc {flags} --out {out} --plan-only    # first, once: the timing pass every job reads")
+        argv = list(getattr(args, "_argv", sys.argv[1:]))
+        drop = {i for i, a in enumerate(argv) if a == "--list-jobs"}
+        drop |= {j for i, a in enumerate(argv) if a == "--out" for j in (i, i + 1)}
+        drop |= {i for i, a in enumerate(argv) if a.startswith("--out=")}
+        base = " ".join(shlex.quote(a) for i, a in enumerate(argv) if i not in drop)
+        base = f"acdc {base} --out {shlex.quote(str(out))}"
+        print(f"{base} --plan-only    # first, once: the timing pass every job reads")
         for k, (family, lr, seed) in enumerate(jobs):
-            print(f"acdc {flags} --out {out} --job {k}    # {protocol.job_name(family, lr, seed)}")
-        print(f"acdc {flags} --out {out} --merge")
+            print(f"{base} --job {k}    # {protocol.job_name(family, lr, seed)}")
+        print(f"{base} --merge")
         return None
     if args.job is not None and not args.merge:
         if not (out / "plan.json").is_file():
