@@ -9,6 +9,7 @@ import torch
 
 from torch_acdc.cli import main
 from torch_acdc.experiments import hf
+from torch_acdc.experiments.equal_compute import per_step_table
 from torch_acdc.experiments.compress import PlusLowRank, neighbour_agreement, parse_family, svd_factorisation, svd_rank_for
 from torch_acdc.experiments.stdlib_corpus import STDLIB_FILES, read_stdlib_text
 
@@ -65,6 +66,10 @@ def test_sweep_fast_outputs_and_resume(tmp_path, capsys):
         lo, hi = row["range"]["test BPC"]
         assert lo - 1e-6 <= row["test BPC"] <= hi + 1e-6 and row["val BPC"] == min(row["by lr"].values())
     assert (tmp_path / "equal_compute.png").stat().st_size > 0 and "chosen lr" in (tmp_path / "summary.md").read_text()
+    per_step = {r["family"]: r for r in per_step_table(tmp_path, [4, 10_000], window=4, lrs=[0.01, 0.03])}
+    assert set(per_step) == {"dense:8", "acdc:16"} and per_step["acdc:16"]["step 10000"] == ""  # past its last step
+    value, lr = per_step["dense:8"]["step 4"].split(" (lr ")
+    assert float(value) > 0 and float(lr.rstrip(")")) in (0.01, 0.03)
     capsys.readouterr()
     assert main(args) == 0  # finished jobs are not re-run; the same table
     assert "starting at step 0" not in capsys.readouterr().out

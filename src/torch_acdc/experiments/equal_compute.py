@@ -17,7 +17,7 @@ from . import protocol
 from .charlm import CharLMConfig, build_training, count_parameters, load_corpus, train_charlm, train_step, _model_kwargs
 from ..training import DistContext, StreamBatches
 
-__all__ = ["CharLMComparison", "LR_GRIDS", "FULL", "FAST", "make_grid"]
+__all__ = ["CharLMComparison", "LR_GRIDS", "FULL", "FAST", "make_grid", "per_step_table", "parse_family"]
 
 # Presets (explicit flags win). Budgets are seconds of measured training compute per model. Learning-rate grids
 # per model kind (the ACDC diagonals' rate is multiplied by the paper's x24 / x12 on top: torch_acdc.recipe).
@@ -104,3 +104,31 @@ class CharLMComparison(protocol.Experiment):
         vocab = len(load_corpus(self.base.data, self.base.val_fraction, self.base.max_chars).vocab)
         total, lstm = count_parameters(**_model_kwargs(self.config(family, 1e-3, 0, 1), vocab))
         return {"params": total, "LSTM params": lstm}
+
+
+def per_step_table(out: Path, steps: list[int], window: int = 50, lrs: list[float] | None = None) -> list[dict]:
+    """Quality at equal *steps* (not compute) from a sweep's jobs: for each family and step, the training BPC
+    (mean over the ``window`` steps up to it, then over seeds) at the LR that is best at that step. Every job of
+    a seed reads the same chunks in the same order (``StreamBatches`` is seeded by the seed), so this compares
+    the families per step on the same data; a family whose jobs stop earlier has no entry past its last step."""
+    runs: dict[tuple[str, float], list[list[float]]] = {}
+    for path in sorted((Path(out) / "jobs").glob("*/results.json")):
+        r = json.loads(path.read_text())
+        cfg, h = r["config"], r["history"]
+        if lrs is not None and cfg["lr"] not in lrs:
+            continue
+        runs.setdefault((f"{cfg['model']}:{cfg['hidden']}", cfg["lr"]), []).append(h["train_bpc"])
+    rows = []
+    for family in sorted({f for f, _ in runs}):
+        row = {"family": family}
+        for s in steps:
+            best = None
+            for (f, lr), curves in runs.items():
+                if f != family or any(len(c) < s for c in curves):
+                    continue
+                value = sum(sum(c[max(0, s - window):s]) / len(c[max(0, s - window):s]) for c in curves) / len(curves)
+                if best is None or value < best[0]:
+                    best = (value, lr)
+            row[f"step {s}"] = "" if best is None else f"{best[0]:.3f} (lr {best[1]:g})"
+        rows.append(row)
+    return rows
