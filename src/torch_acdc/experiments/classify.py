@@ -279,7 +279,7 @@ def plot_accuracy(curves: dict[str, list[list[float]]], path, title: str | None 
 
 
 # ------------------------------------------------------------------------------------------ comparison
-LR_GRID = [3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
+LR_GRID = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 
 
 def split_validation(data: TensorDataset, fraction: float, seed: int) -> tuple[TensorDataset, TensorDataset]:
