@@ -43,7 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--budgets", type=positive_float, nargs="+", default=None,
                    help=f"seconds of measured distillation compute per family (default {FULL['budgets']})")
     g.add_argument("--lrs", type=float, nargs="+", default=None,
-                   help=f"one distillation lr grid for every family (default per kind: {lib.LR_GRIDS})")
+                   help="one distillation lr grid for every family (default: per kind, below)")
+    g.add_argument("--acdc-lrs", type=float, nargs="+", default=None,
+                   help=f"lr grid of the acdc-... families (default {lib.LR_GRIDS['acdc']})")
+    g.add_argument("--svd-lrs", type=float, nargs="+", default=None,
+                   help=f"lr grid of the svd-... families (default {lib.LR_GRIDS['svd']})")
     g.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1)")
     g.add_argument("--timing-rounds", type=positive_int, default=None,
                    help=f"interleaved timing steps per family (default {FULL['timing_rounds']})")
@@ -63,7 +67,9 @@ def comparison(args: argparse.Namespace) -> tuple[lib.CompressComparison, protoc
     cfg = config_from_args(args)
     lib.check_config(cfg)
     families = cfg.families()
-    lrs = {f: list(args.lrs) if args.lrs else lib.LR_GRIDS[lib.parse_family(f)[0]] for f in families}
+    per_kind = {"acdc": args.acdc_lrs or args.lrs or lib.LR_GRIDS["acdc"],
+                "svd": args.svd_lrs or args.lrs or lib.LR_GRIDS["svd"]}
+    lrs = {f: list(per_kind[lib.parse_family(f)[0]]) for f in families}
     grid = protocol.Grid(families, list(args.budgets), lrs, list(args.seeds or [0, 1]), args.timing_rounds,
                          args.timing_warmup)
     protocol.check_grid(grid)
