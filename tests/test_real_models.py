@@ -269,3 +269,16 @@ def test_jobs_run_beside_each_other_in_one_folder(tmp_path, capsys):
     finally:
         proc.communicate("")
     assert main([*args, "--job", "1"]) == 0 and main([*args, "--merge"]) == 0
+
+
+def test_a_contended_timing_pass_is_flagged():
+    from torch_acdc.experiments.protocol import contention, time_interleaved
+
+    assert contention({"a": 10.0, "b": 50.0}, {"a": 9.9, "b": 48.0}, threads=1) is None
+    warning = contention({"a": 10.0, "b": 90.0}, {"a": 9.9, "b": 48.0}, threads=1)
+    assert "b 1.88x" in warning and "a " not in warning.split("step:")[1].split(")")[0]
+    assert contention({"a": 10.0, "b": 90.0}, {"a": 9.9, "b": 48.0}, threads=2) is None  # by design
+    cpu = {}
+    ms = time_interleaved({"spin": lambda: sum(range(20000)), "sleep": lambda: __import__("time").sleep(0.01)}, 1, 3, cpu)
+    assert ms["sleep"] >= 9 and cpu["sleep"] < ms["sleep"] / 2  # a sleeping step's wall time is not CPU time
+    assert "sleep" in (contention(ms, cpu, threads=1) or "")

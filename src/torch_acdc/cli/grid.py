@@ -53,6 +53,8 @@ def run_comparison(args: argparse.Namespace, exp: protocol.Experiment, grid: pro
         plan = protocol.make_plan(out, exp, grid)
         costs = {f: round(v, 2) for f, v in plan["step_ms"].items()}
         print(f"step costs (ms, interleaved): {costs}; steps per budget: {plan['steps']}")
+        if plan.get("contention"):
+            print(f"warning: {plan['contention']}", file=sys.stderr)
         if args.plan_only:
             return None
         for k in (args.job if args.job is not None else range(len(jobs))):

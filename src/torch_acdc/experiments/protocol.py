@@ -27,16 +27,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import statistics
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .common import write_json
 
-__all__ = ["Grid", "Experiment", "check_grid", "jobs", "job_name", "time_interleaved", "step_counts", "choose",
+__all__ = ["Grid", "Experiment", "check_grid", "jobs", "job_name", "time_interleaved", "contention", "step_counts",
+           "choose",
            "claim_dir", "make_plan", "run_job", "merge", "MANIFEST"]
 
 MANIFEST = "sweep.json"
@@ -127,19 +130,40 @@ def jobs(g: Grid) -> list[tuple[str, float, int]]:
     return [(f, lr, s) for f in g.families for lr in g.grid(f) for s in g.seeds]
 
 
-def time_interleaved(steps: dict[str, Callable[[], None]], warmup: int, rounds: int) -> dict[str, float]:
+def time_interleaved(steps: dict[str, Callable[[], None]], warmup: int, rounds: int,
+                     cpu: dict | None = None) -> dict[str, float]:
     """Median milliseconds of each callable, run ``warmup`` times each (untimed: builds, plans, allocator)
-    and then ``rounds`` times interleaved (one call of each per round)."""
+    and then ``rounds`` times interleaved (one call of each per round). ``cpu``, if given, receives each
+    callable's median process CPU milliseconds (all threads) over the same calls."""
     for _ in range(warmup):
         for fn in steps.values():
             fn()
     times = {name: [] for name in steps}
+    cpu_times = {name: [] for name in steps}
     for _ in range(rounds):
         for name, fn in steps.items():
-            tic = time.perf_counter()
+            tic, cpu_tic = time.perf_counter(), time.process_time()
             fn()
             times[name].append((time.perf_counter() - tic) * 1e3)
+            cpu_times[name].append((time.process_time() - cpu_tic) * 1e3)
+    if cpu is not None:
+        cpu.update({name: statistics.median(t) for name, t in cpu_times.items()})
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def contention(step_ms: dict[str, float], cpu_ms: dict[str, float], threads: int) -> str | None:
+    """A warning when the timing pass was slowed by other work: on one thread a step's wall time should equal
+    its CPU time; a family whose wall time exceeds it by more than 25 % was preempted, and preemption hurts
+    long steps more than short ones, so the step costs are not comparable. None when they look clean (or with
+    several threads, where wall and CPU time differ by design)."""
+    if threads != 1:
+        return None
+    slow = {f: step_ms[f] / cpu_ms[f] for f in step_ms if cpu_ms.get(f, 0) > 0 and step_ms[f] > 1.25 * cpu_ms[f]}
+    if not slow:
+        return None
+    worst = ", ".join(f"{f} {r:.2f}x" for f, r in sorted(slow.items(), key=lambda kv: -kv[1]))
+    return (f"the timing pass was slowed by other work on this machine (wall / CPU time per step: {worst}); the "
+            "step costs are not comparable: re-run the timing pass on a quiet machine (--plan-only --overwrite)")
 
 
 def step_counts(budgets: list[float], step_ms: float) -> dict[str, int]:
@@ -224,8 +248,15 @@ def make_plan(out: Path, exp: Experiment, g: Grid) -> dict:
             plan["protocol"] = key
             write_json(path, plan)
         return plan
-    costs = time_interleaved(exp.step_functions(g), g.timing_warmup, g.timing_rounds)
+    import torch
+
+    load_before, cpu = os.getloadavg()[0], {}
+    costs = time_interleaved(exp.step_functions(g), g.timing_warmup, g.timing_rounds, cpu)
+    warning = contention(costs, cpu, torch.get_num_threads())
+    if warning:
+        warnings.warn(warning, stacklevel=2)
     plan = {"protocol": key, "step_ms": costs, "steps": {f: step_counts(g.budgets, costs[f]) for f in g.families},
+            "cpu_ms": cpu, "load_average": [load_before, os.getloadavg()[0]], "contention": warning,
             "machine": machine(), "baselines": exp.baselines(), "facts": exp.facts(g),
             "how": f"median of {g.timing_rounds} interleaved training steps per family after {g.timing_warmup} "
                    "warm-up steps each, in one process; steps = round(budget / step cost)"}
