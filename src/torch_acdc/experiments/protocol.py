@@ -32,6 +32,7 @@ import shutil
 import statistics
 import time
 import warnings
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -78,8 +79,8 @@ def check_grid(g: Grid) -> None:
         raise ValueError(f"timing needs >= 1 warm-up and >= 1 timed step, got {g.timing_warmup} / {g.timing_rounds}")
 
 
-class Experiment:
-    """What a comparison supplies (subclass and fill in):
+class Experiment(ABC):
+    """What a comparison supplies (subclass; the abstract methods are required):
 
     * ``name``; ``val_metric`` (the validation score that chooses the LR) and ``higher_is_better``;
       ``test_metrics`` (reported, the first one is the headline);
@@ -97,15 +98,15 @@ class Experiment:
     higher_is_better = False
     test_metrics: tuple[str, ...] = ("test",)
 
-    def settings(self) -> dict:
-        raise NotImplementedError
+    @abstractmethod
+    def settings(self) -> dict: ...
 
-    def step_functions(self, grid: Grid) -> dict[str, Callable[[], None]]:
-        raise NotImplementedError
+    @abstractmethod
+    def step_functions(self, grid: Grid) -> dict[str, Callable[[], None]]: ...
 
+    @abstractmethod
     def train(self, family: str, lr: float, seed: int, counts: list[int], run_dir: Path,
-              progress: bool) -> dict:
-        raise NotImplementedError
+              progress: bool) -> dict: ...
 
     def describe(self, family: str) -> dict:
         return {}
