@@ -139,3 +139,16 @@ def test_structured_and_dense_evaluation_give_the_same_fit(monkeypatch):
     monkeypatch.setattr(fit, "DENSE_EVAL_MAX_FEATURES", 0)  # force module.to_dense()
     structured_path = fit_dense(weight, 3, "random", optimizer="adam", steps=5, lr=1e-2, seed=0)
     assert structured_path.history == pytest.approx(dense_path.history, rel=1e-9)
+
+
+def test_lbfgs_that_blows_up_returns_its_best_point():
+    """A line search that ends at a non-finite loss sets the parameters back to the best point evaluated."""
+    from torch_acdc.fit import minimise
+
+    x = torch.tensor([1.0, -2.0], requires_grad=True)
+    history = minimise([x], lambda: x.pow(4).sum() * torch.exp(x.abs().sum()), optimizer="lbfgs", steps=10,
+                       lr=50.0)  # a step of 50x the gradient: the objective overflows
+    assert all(math.isfinite(v) for v in history) and history[-1] <= history[0]
+    assert torch.isfinite(x).all()
+    final = float(x.detach().pow(4).sum() * torch.exp(x.detach().abs().sum()))
+    assert final == pytest.approx(history[-1])

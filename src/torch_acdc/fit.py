@@ -116,7 +116,9 @@ def minimise(params: Iterable, objective: Callable[[], torch.Tensor], *, optimiz
     For L-BFGS the objective is memoised on the parameter values, so re-evaluating at the point where the
     previous line search ended costs nothing (one iteration = the line search's evaluations only), and the
     loop stops early, with a shorter history, once an iteration fails to lower the loss (converged: further
-    iterations would only repeat the failed line search).
+    iterations would only repeat the failed line search); if a line search ends at a non-finite or higher loss
+    than the best point it evaluated, the parameters are set back to that best point (the final history entry
+    is its loss).
     """
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
@@ -135,6 +137,9 @@ def minimise(params: Iterable, objective: Callable[[], torch.Tensor], *, optimiz
         loss = objective()
         loss.backward()
         cache.update(flat=flat, loss=loss.detach())
+        value = float(cache["loss"])
+        if math.isfinite(value) and value < cache.get("best_loss", math.inf):
+            cache.update(best=flat, best_loss=value)
         return cache["loss"]
 
     fmt = transform or (lambda v: v)
@@ -144,7 +149,7 @@ def minimise(params: Iterable, objective: Callable[[], torch.Tensor], *, optimiz
     for _ in range(steps):
         if optimizer == "lbfgs":
             loss = closure()
-            if float(loss) >= previous:
+            if not float(loss) < previous:  # no progress, or a non-finite loss: stop
                 break
             previous = float(loss)
             opt.step(closure)
@@ -159,7 +164,11 @@ def minimise(params: Iterable, objective: Callable[[], torch.Tensor], *, optimiz
         bar.update()
     bar.close()
     with torch.no_grad():
-        history.append(fmt(float(objective())))
+        final = float(objective())
+        if optimizer == "lbfgs" and "best" in cache and not final <= cache["best_loss"]:
+            torch.nn.utils.vector_to_parameters(cache["best"], tensors)  # a line search blew up: the best point
+            final = float(objective())
+        history.append(fmt(final))
     return history
 
 
