@@ -48,7 +48,7 @@ __all__ = ["CompressConfig", "CompressComparison", "PlusLowRank", "LR_GRIDS", "d
            "time_per_batch", "distil_step", "ffn_removed", "check_config", "parse_family"]
 
 
-LR_GRIDS = {"acdc": [5e-3, 1e-2, 2e-2, 4e-2], "svd": [5e-4, 1e-3, 2e-3]}  # per kind: the 60 s runs chose inside these
+LR_GRIDS = {"acdc": [5e-3, 1e-2, 2e-2, 4e-2], "svd": [5e-4, 1e-3, 2e-3, 4e-3]}  # per kind (grown until chosen inside)
 LOW_RANK_LR_SCALE = 0.2  # the rank-r term of an acdc-d<k>+r<r> family trains at this fraction of its LR
 
 
