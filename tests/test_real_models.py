@@ -217,6 +217,12 @@ def test_compress_fast(tmp_path):
     assert main([*COMPRESS, "--out", str(tmp_path)]) == 0
     again = json.loads((tmp_path / "results.json").read_text())
     assert again["rows"] == result["rows"]
+    # a subset of the families (no hybrid) is the same comparison: merged from the finished jobs
+    subset = [a for a in COMPRESS if a != "1:2"]
+    assert main([*subset, "--out", str(tmp_path), "--merge"]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert {r["family"] for r in rows} == {"acdc-d1", "svd-d1"}
+    assert [r for r in rows] == [r for r in result["rows"] if "+r" not in r["family"]]
 
 
 @pytest.mark.parametrize("extra,message", [(["--lrs", "0.1", "0.1"], "distinct positive"),

@@ -373,7 +373,9 @@ class CompressComparison(protocol.Experiment):
         self._loaded = None
 
     def settings(self) -> dict:
-        return asdict(self.cfg)
+        """The configuration, without ``depths`` / ``hybrids``: they only choose the families (part of the grid,
+        which a comparison may change - e.g. merge a subset of its families)."""
+        return {k: v for k, v in asdict(self.cfg).items() if k not in ("depths", "hybrids")}
 
     def data(self) -> dict:
         """The model, the sentence batches, teacher targets and references, captured layer inputs (once)."""
