@@ -108,7 +108,8 @@ def test_sweep_compares_at_equal_compute(tmp_path, capsys):
         assert r["steps"] == max(1, round(r["budget s"] * 1e3 / res["plan"]["step_ms"][r["family"]]))
         assert r["range"]["test accuracy"][0] <= r["test accuracy"] + 1e-9 <= r["range"]["test accuracy"][1] + 2e-9
     dense = [r for r in res["rows"] if r["family"] == "dense"]
-    assert dense[-1]["test accuracy"] > 0.8
+    # it learned (well above the majority class); how far depends on the steps the measured costs allow
+    assert dense[-1]["test accuracy"] > res["baselines"][0]["test accuracy"] + 0.2
     assert_png(tmp_path / "equal_compute.png")
     capsys.readouterr()
     assert run_command(*args) == 0 and read_results(tmp_path)["rows"] == res["rows"]
