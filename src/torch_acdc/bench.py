@@ -100,21 +100,26 @@ def median_ms(fn, repeats: int = 20, warmup: int = 3, device: torch.device = tor
     return interleaved_ms({"f": fn}, repeats, warmup, device)["f"]
 
 
-def interleaved_times(fns: dict, repeats: int = 20, warmup: int = 3,
-                      device: torch.device = torch.device("cpu")) -> dict[str, list[float]]:
+def interleaved_times(fns: dict, repeats: int = 20, warmup: int = 3, device: torch.device = torch.device("cpu"),
+                      cpu: dict | None = None) -> dict[str, list[float]]:
     """Wall times (ms) of ``repeats`` calls of each ``fns[name]()``, measured round-robin (one call of each per
-    round) so that load changes on a noisy machine hit all candidates alike and their ratios stay meaningful."""
+    round) so that load changes on a noisy machine hit all candidates alike and their ratios stay meaningful.
+    ``cpu``, if given, receives the process CPU times (ms, all threads) of the same calls."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     _sync(device)
     times = {name: [] for name in fns}
+    cpu_times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             fn()
             _sync(device)
             times[name].append((time.perf_counter() - start) * 1e3)
+            cpu_times[name].append((time.process_time() - cpu_start) * 1e3)
+    if cpu is not None:
+        cpu.update(cpu_times)
     return times
 
 

@@ -166,7 +166,10 @@ def minimise(params: Iterable, objective: Callable[[], torch.Tensor], *, optimiz
     with torch.no_grad():
         final = float(objective())
         if optimizer == "lbfgs" and "best" in cache and not final <= cache["best_loss"]:
-            torch.nn.utils.vector_to_parameters(cache["best"], tensors)  # a line search blew up: the best point
+            offset = 0  # a line search blew up: back to the best point evaluated
+            for p in tensors:
+                p.copy_(cache["best"][offset:offset + p.numel()].view_as(p))
+                offset += p.numel()
             final = float(objective())
         history.append(fmt(final))
     return history

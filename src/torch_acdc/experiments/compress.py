@@ -24,7 +24,6 @@ Under the comparison protocol of every family comparison (:mod:`torch_acdc.exper
 from __future__ import annotations
 
 import copy
-import dataclasses
 import re
 import statistics
 import time
@@ -212,11 +211,6 @@ def svd_factorisation(linear: nn.Linear, rank: int) -> nn.Sequential:
     return nn.Sequential(down, up)
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent), attr, module)
-
-
 # ------------------------------------------------------------------------------------------- metrics
 def neighbour_agreement(reference: torch.Tensor, other: torch.Tensor, k: int) -> float:
     """Mean |top-k(reference) ∩ top-k(other)| / k over queries, neighbours by cosine among the rows of each
@@ -284,45 +278,50 @@ class PlusLowRank(nn.Module):
         return self.structured(x) + self.up(self.down(x))
 
 
-def _variant(teacher: nn.Module, names: list[str], family: str, io: dict, cfg: CompressConfig,
-             fit: bool) -> tuple[nn.Module, dict]:
-    """A copy of ``teacher`` with ``names`` replaced as ``family`` says (:func:`parse_family`), each fitted
-    (``fit``) to the original layer's captured inputs and outputs ``io``. A ``+r<r>`` term starts from the
-    rank-r truncated SVD of the original weight; the ACDC stack from ``convert``'s initialisation."""
+def _variant(teacher: nn.Module, names: list[str], family: str, seed: int) -> tuple[nn.Module, dict]:
+    """A copy of ``teacher`` with ``names`` replaced as ``family`` says (:func:`parse_family`), not fitted. A
+    ``+r<r>`` term starts from the rank-r truncated SVD of the original weight; the ACDC stack from
+    ``convert``'s initialisation (seeded)."""
     kind, depth, rank = parse_family(family)
     pattern = "^(" + "|".join(re.escape(n) for n in names) + ")$"
-    acdc, report = convert(teacher, pattern=pattern, depth=depth, min_features=1, seed=cfg.seed)
+    acdc, report = convert(teacher, pattern=pattern, depth=depth, min_features=1, seed=seed)
     info = {"family": family, "kind": kind, "depth": depth, "rank": rank, "fit_error": {}, "svd_ranks": {}}
     student = acdc if kind == "acdc" else copy.deepcopy(teacher)
     for r in report.replaced:
         original = teacher.get_submodule(r.name)
-        if rank:
-            low = svd_factorisation(original, rank)
+        if kind == "svd":  # the parameter count of the ACDC family of the same name
+            q = svd_rank_for(_params(acdc.get_submodule(r.name)) + rank * (original.in_features + original.out_features),
+                             original)
+            student.set_submodule(r.name, svd_factorisation(original, q))
+            info["svd_ranks"][r.name] = q
+        elif rank:
             hybrid = PlusLowRank(acdc.get_submodule(r.name), original.in_features, original.out_features, rank)
+            low = svd_factorisation(original, rank)
             with torch.no_grad():
                 hybrid.down.weight.copy_(low[0].weight)
                 hybrid.up.weight.copy_(low[1].weight)
-            if kind == "acdc":
-                _set_module(student, r.name, hybrid)
-        if kind == "svd":
-            q = svd_rank_for(_params(acdc.get_submodule(r.name)) + rank * (original.in_features + original.out_features),
-                             original)
-            _set_module(student, r.name, svd_factorisation(original, q))
-            info["svd_ranks"][r.name] = q
-        if fit:  # each layer on the original model's inputs and outputs (fitting to the partly replaced
-            x, y = io[r.name]  # student's inputs was worse: an output layer cannot undo its input layer's error)
-            with torch.enable_grad():
-                info["fit_error"][r.name] = fit_on_activations(student.get_submodule(r.name), x, y, cfg.fit_steps)
+            student.set_submodule(r.name, hybrid)
     return student, info
+
+
+def _fit(student: nn.Module, names: list[str], io: dict, steps: int) -> dict[str, float]:
+    """Fit each replaced layer in place to the original layer's captured inputs and outputs ``io`` (fitting to
+    the partly replaced student's inputs was worse: an output layer cannot undo its input layer's error);
+    {name: relative error}."""
+    with torch.enable_grad():
+        return {n: fit_on_activations(student.get_submodule(n), *io[n], steps) for n in names}
 
 
 def _optimizer(student: nn.Module, names: list[str], lr: float) -> torch.optim.Adam:
     """Adam on the replaced layers only; a ``PlusLowRank`` term at ``LOW_RANK_LR_SCALE * lr``."""
     low, rest = [], []
     for n in names:
-        for pname, p in student.get_submodule(n).named_parameters():
-            (low if pname.startswith(("down.", "up.")) and isinstance(student.get_submodule(n), PlusLowRank)
-             else rest).append(p)
+        layer = student.get_submodule(n)
+        if isinstance(layer, PlusLowRank):
+            rest += layer.structured.parameters()
+            low += [*layer.down.parameters(), *layer.up.parameters()]
+        else:
+            rest += layer.parameters()
     groups = [{"params": rest, "lr": lr}] + ([{"params": low, "lr": lr * LOW_RANK_LR_SCALE}] if low else [])
     return torch.optim.Adam(groups, lr=lr)
 
@@ -346,7 +345,7 @@ def ffn_removed(teacher: nn.Module, names: list[str]) -> nn.Module:
     """The floor: a copy of ``teacher`` whose feed-forward blocks among ``names`` contribute nothing."""
     floor = copy.deepcopy(teacher)
     for n in names:  # intermediate.dense feeds only output.dense: both go (no parameters left)
-        _set_module(floor, n, _Removed(floor.get_submodule(n).out_features))
+        floor.set_submodule(n, _Removed(floor.get_submodule(n).out_features))
     return floor
 
 
@@ -402,8 +401,7 @@ class CompressComparison(protocol.Experiment):
         """The family's student for ``seed``, fitted (``fit``); with ``cache``, the fit is read from / written to
         that file (set-up shared by the LR grid's jobs, outside every budget)."""
         d = self.data()
-        cfg = dataclasses.replace(self.cfg, seed=seed)
-        student, info = _variant(d["teacher"], d["names"], family, d["io"], cfg, fit=False)
+        student, info = _variant(d["teacher"], d["names"], family, seed)
         if not fit:
             return student, info
         if cache is not None and cache.is_file():
@@ -413,7 +411,7 @@ class CompressComparison(protocol.Experiment):
                 return student, saved["info"]
             except (CheckpointError, RuntimeError, KeyError) as e:
                 warnings.warn(f"refitting: the cached fit {cache} is unusable ({e})", stacklevel=2)
-        student, info = _variant(d["teacher"], d["names"], family, d["io"], cfg, fit=True)
+        info["fit_error"] = _fit(student, d["names"], d["io"], self.cfg.fit_steps)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             atomic_save({"layers": _Replaced(student, d["names"]).state_dict(), "info": info}, cache)

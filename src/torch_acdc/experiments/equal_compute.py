@@ -57,14 +57,18 @@ class CharLMComparison(protocol.Experiment):
 
     def __init__(self, base: CharLMConfig, val_chars: int, test_chars: int):
         self.base, self.val_chars, self.test_chars = base, val_chars, test_chars
+        self._corpus = None
 
     def check(self) -> None:
         """The corpus holds the validation and test splits (ValueError otherwise)."""
         self.corpus()
 
     def corpus(self):
-        b = self.base
-        return load_corpus(b.data, b.val_fraction, b.max_chars, self.val_chars, self.test_chars)
+        """The corpus with its validation and test splits (read once)."""
+        if self._corpus is None:
+            b = self.base
+            self._corpus = load_corpus(b.data, b.val_fraction, b.max_chars, self.val_chars, self.test_chars)
+        return self._corpus
 
     def settings(self) -> dict:
         return {"base": dataclasses.asdict(self.base), "val_chars": self.val_chars, "test_chars": self.test_chars}
@@ -101,7 +105,7 @@ class CharLMComparison(protocol.Experiment):
                 "points": [{"step": s, "val": h["val_bpc"][at[s]], "test BPC": h["test_bpc"][at[s]]} for s in counts]}
 
     def describe(self, family: str) -> dict:
-        vocab = len(load_corpus(self.base.data, self.base.val_fraction, self.base.max_chars).vocab)
+        vocab = len(self.corpus().vocab)  # the whole (truncated) text's characters, splits or not
         total, lstm = count_parameters(**_model_kwargs(self.config(family, 1e-3, 0, 1), vocab))
         return {"params": total, "LSTM params": lstm}
 

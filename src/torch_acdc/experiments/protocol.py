@@ -30,7 +30,6 @@ import math
 import os
 import shutil
 import statistics
-import time
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
@@ -135,18 +134,12 @@ def time_interleaved(steps: dict[str, Callable[[], None]], warmup: int, rounds: 
                      cpu: dict | None = None) -> dict[str, float]:
     """Median milliseconds of each callable, run ``warmup`` times each (untimed: builds, plans, allocator)
     and then ``rounds`` times interleaved (one call of each per round). ``cpu``, if given, receives each
-    callable's median process CPU milliseconds (all threads) over the same calls."""
-    for _ in range(warmup):
-        for fn in steps.values():
-            fn()
-    times = {name: [] for name in steps}
-    cpu_times = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, fn in steps.items():
-            tic, cpu_tic = time.perf_counter(), time.process_time()
-            fn()
-            times[name].append((time.perf_counter() - tic) * 1e3)
-            cpu_times[name].append((time.process_time() - cpu_tic) * 1e3)
+    callable's median process CPU milliseconds (all threads) over the same calls
+    (:func:`torch_acdc.bench.interleaved_times` takes the times)."""
+    from ..bench import interleaved_times
+
+    cpu_times: dict = {}
+    times = interleaved_times(steps, rounds, warmup, cpu=cpu_times)
     if cpu is not None:
         cpu.update({name: statistics.median(t) for name, t in cpu_times.items()})
     return {name: statistics.median(t) for name, t in times.items()}
